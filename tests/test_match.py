@@ -1,0 +1,128 @@
+"""Tests of verifier.match: exact segments, ordered events, optional, alternatives, never, messages."""
+
+from verifier.expectation import parse
+from verifier.match import match
+from verifier.wire.model import ACK, FIN, RST, SYN
+from verifier.wire.transcript import EventLine, SegmentLine
+
+T0 = 1000.0
+
+
+def seg(t, side, flags, seq, ack, length=0, conn=1):
+    return SegmentLine(side, flags, seq, length, ack if flags & ACK else 0, connection=conn, t=T0 + t)
+
+
+def ev(t, side, event, **args):
+    return EventLine(side, event, tuple(args.items()), t=T0 + t)
+
+
+HANDSHAKE = [seg(0.000, "C", SYN, 0, 0), seg(0.001, "S", SYN | ACK, 0, 1), seg(0.002, "C", ACK, 1, 1)]
+CLOSE = [seg(0.010, "C", FIN | ACK, 1, 1), seg(0.011, "S", FIN | ACK, 1, 2), seg(0.012, "C", ACK, 2, 2)]
+EVENTS = [ev(0.0025, "client", "connect"), ev(0.005, "client", "end()"), ev(0.0105, "server", "end"),
+          ev(0.0125, "client", "end"), ev(0.013, "client", "close", hadError=False)]
+
+EXPECT = """\
+C > S  S 0:0(0)
+S > C  S. 0:0(0) ack 1
+C > S  . 1:1(0) ack 1
+client connect
+client end()
+C > S  F. 1:1(0) ack 1
+server end
+S > C  F. 1:1(0) ack 2
+C > S  . 2:2(0) ack 2
+client close hadError=false
+never R
+"""
+
+
+def run(text, conns, events):
+    return match(parse(text, "linux", "t.expect"), conns, events)
+
+
+def test_a_matching_run_has_no_mismatch():
+    assert run(EXPECT, [HANDSHAKE + CLOSE], EVENTS) == []
+
+
+def test_wrong_flags_name_line_field_expected_and_actual():
+    rst = CLOSE[:1] + [seg(0.011, "S", RST | ACK, 1, 2)]
+    m, never = run(EXPECT, [HANDSHAKE + rst], EVENTS)
+    assert never.lineno == 11 and never.actual == "S > C  R. 1:1(0) ack 2"
+    assert m.lineno == 8 and m.field == "flags" and m.expected_value == "F." and m.actual_value == "R."
+    assert m.text("t.expect").startswith("t.expect:8: segment differs: flags expected F. vs actual R.")
+    assert "actual:   S > C  R. 1:1(0) ack 2" in m.text("t.expect")
+
+
+def test_wrong_ack_is_named():
+    bad = CLOSE[:1] + [seg(0.011, "S", FIN | ACK, 1, 1)] + CLOSE[2:]
+    mismatches = run(EXPECT, [HANDSHAKE + bad], EVENTS)
+    assert mismatches[0].field == "ack" and (mismatches[0].expected_value, mismatches[0].actual_value) == ("2", "1")
+
+
+def test_extra_segment_is_reported():
+    extra = CLOSE + [seg(0.02, "S", ACK, 2, 2)]
+    (m,) = run(EXPECT, [HANDSHAKE + extra], EVENTS)
+    assert "unexpected segment" in m.message and m.actual == "S > C  . 2:2(0) ack 2"
+
+
+def test_optional_step_may_be_absent_or_present():
+    text = EXPECT.replace("C > S  . 2:2(0) ack 2", "? C > S  . 2:2(0) ack 2")
+    assert run(text, [HANDSHAKE + CLOSE], EVENTS) == []
+    assert run(text, [HANDSHAKE + CLOSE[:2]], EVENTS) == []
+
+
+def test_one_of_takes_either_close():
+    text = EXPECT.replace(
+        "S > C  F. 1:1(0) ack 2\n",
+        "one of:\n  S > C  F. 1:1(0) ack 2\nor:\n  S > C  . 1:1(0) ack 2\n  S > C  F. 1:1(0) ack 2\nend\n",
+    )
+    four = CLOSE[:1] + [seg(0.0108, "S", ACK, 1, 2)] + CLOSE[1:]
+    assert run(text, [HANDSHAKE + CLOSE], EVENTS) == []
+    assert run(text, [HANDSHAKE + four], EVENTS) == []
+
+
+def test_events_must_come_in_order():
+    swapped = [EVENTS[0], EVENTS[3], EVENTS[1], EVENTS[2], EVENTS[4]]
+    text = "client end()\nclient end\n"
+    assert run(text, [], EVENTS) == []
+    (m,) = run("client end\nclient end()\n", [], EVENTS)
+    assert m.lineno == 2 and "no 'client end()' event" in m.message
+    assert run(text, [], swapped)  # end before end(): fails
+
+
+def test_event_after_the_segment_that_causes_it():
+    early = [ev(0.008, "server", "end")]  # logged before the FIN at 0.010 was captured
+    text = "C > S  S 0:0(0)\nS > C  S. 0:0(0) ack 1\nC > S  . 1:1(0) ack 1\nC > S  F. 1:1(0) ack 1\nserver end\n"
+    (m,) = run(text + "S > C  F. 1:1(0) ack 2\nC > S  . 2:2(0) ack 2\n", [HANDSHAKE + CLOSE], early)
+    assert m.lineno == 5 and m.field == "time"
+
+
+def test_event_args_are_a_subset_and_differences_named():
+    events = [ev(0.01, "client", "error", code="ECONNREFUSED", name="AggregateError")]
+    assert run("client error code=ECONNREFUSED\n", [], events) == []
+    (m,) = run("client error code=ECONNRESET\n", [], events)
+    assert (m.field, m.expected_value, m.actual_value) == ("code", "ECONNRESET", "ECONNREFUSED")
+
+
+def test_never_is_checked_everywhere():
+    rst = HANDSHAKE + [seg(0.01, "C", RST | ACK, 1, 1)]
+    (m,) = run("never R\n", [rst], [])
+    assert m.lineno == 1 and m.actual == "C > S  R. 1:1(0) ack 1"
+    assert run("never S > C  R\n", [rst], []) == []
+    (m,) = run("never client error\n", [], [ev(0.1, "client", "error", code="X")])
+    assert "violated" in m.message
+
+
+def test_second_connection_and_missing_connection():
+    refused = [[seg(0, "C", SYN, 0, 0, conn=1), seg(0.0001, "S", RST | ACK, 0, 1, conn=1)],
+               [seg(0.001, "C", SYN, 0, 0, conn=2), seg(0.0011, "S", RST | ACK, 0, 1, conn=2)]]
+    text = "@1 C > S  S 0:0(0)\n@1 S > C  R. 0:0(0) ack 1\n@2 C > S  S 0:0(0)\n@2 S > C  R. 0:0(0) ack 1\n"
+    assert run(text, refused, []) == []
+    (m,) = run(text, refused[:1], [])
+    assert m.lineno == 3 and "never happened" in m.message
+    (m,) = run("@1 C > S  S 0:0(0)\n@1 S > C  R. 0:0(0) ack 1\n", refused, [])
+    assert "unexpected connection @2" in m.message
+
+
+def test_events_only_expectation_ignores_segments():
+    assert run("client connect\n", [HANDSHAKE + CLOSE], EVENTS) == []

@@ -1,0 +1,119 @@
+"""The `verifier` command line: parse arguments, call the core and the lab, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+from . import __version__
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CaptureError, VerifierError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's default prints usage too; keep it short)
+        self.exit(EXIT_USAGE, f"verifier: {message} (see 'verifier {self.prog.split()[-1]} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="verifier", description="Check the FIN/ACK/RST sequences and socket events that really happen on the wire.")
+    parser.add_argument("--version", action="version", version=f"verifier {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    sub.required = True
+
+    show = sub.add_parser("show", help="every TCP connection in pcap/pcapng files, and how it ended")
+    show.add_argument("files", nargs="+", metavar="FILE")
+    show.add_argument("--json", action="store_true", help="JSON instead of text (the contract's shape)")
+    show.add_argument("-v", "--verbose", action="store_true", help="show windows and TCP options too")
+
+    from .commands import register_lab_verbs
+
+    register_lab_verbs(sub)
+    return parser
+
+
+def _open_capture(path: str):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def cmd_show(args, out) -> int:
+    from .wire.show import CaptureReading, connection_record, connection_text
+
+    # Validate every file first: a bad file must not leave half-printed JSON behind.
+    for path in args.files:
+        _open_capture(path).close()
+    if args.json:
+        out.write('{"files": [')
+    for n, path in enumerate(args.files):
+        with _open_capture(path) as stream:
+            reading = CaptureReading(stream)
+            try:
+                if args.json:
+                    out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')
+                    for i, conn in enumerate(reading.connections()):
+                        out.write(("," if i else "") + "\n  " + json.dumps(connection_record(conn)))
+                    out.write(
+                        f'], "packets": {reading.stats.packets}, "tcp_packets": {reading.stats.tcp}, '
+                        f'"other_packets": {reading.stats.other}, "duplicates_removed": {reading.stats.duplicates}, '
+                        f'"warnings": {json.dumps(reading.warnings())}, '
+                        f'"format": {json.dumps(reading.info.format)}, "sections": {json.dumps(reading.info.sections)}' + "}"
+                    )
+                else:
+                    out.write(f"== {path}\n")
+                    count = 0
+                    for conn in reading.connections():
+                        count += 1
+                        out.write(connection_text(conn, verbose=args.verbose) + "\n\n")
+                    s = reading.stats
+                    out.write(f"{s.packets} packets ({s.tcp} TCP, {s.other} other), {count} connections\n")
+                    for w in reading.warnings():
+                        out.write(f"warning: {path}: {w}\n")
+            except CaptureError as e:
+                raise CaptureError(f"{path}: {e.message}", e.offset) from None
+    if args.json:
+        out.write("\n]}\n")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = sys.stdout
+    try:
+        if args.verb == "show":
+            code = cmd_show(args, out)
+        else:
+            code = args.handler(args, out)
+        out.flush()
+        return code
+    except VerifierError as e:
+        sys.stdout.flush()
+        print(f"verifier: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("verifier: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `verifier show big.pcap | head`: the reader went away; not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
