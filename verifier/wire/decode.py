@@ -1,0 +1,215 @@
+"""Decode one captured frame into the TCP segment it carries (link layer, IPv4/IPv6, TCP), or None.
+
+`decode(frame)` never raises for a bad packet: a non-TCP packet, an unknown link type, a
+non-first IP fragment or a fixed header cut short by the snap length all give None.
+
+Link layers (LINKTYPE_* values as they appear in pcap/pcapng files):
+- 1 Ethernet, with any number of 802.1Q / 802.1ad VLAN tags;
+- 0 BSD loopback (NULL): a 4-byte address family in the capturing host's byte order (read
+  little-endian; if that is no known family, big-endian); 108 LOOP: the same in network order.
+  Family 2 is IPv4; 24 (NetBSD/OpenBSD/Npcap), 28 (FreeBSD) and 30 (macOS) are IPv6;
+- 101 raw IP (and 12, 14, which some systems wrote for raw IP), 228 raw IPv4, 229 raw IPv6;
+- 113 Linux cooked (SLL), 276 Linux cooked v2 (SLL2).
+
+`payload_len` comes from the IP header's lengths (what was on the wire), not from the captured
+bytes; only an IPv4 total length of 0 (TCP segmentation offload) or an IPv6 payload length of 0
+(jumbogram) falls back to the captured length.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from verifier.wire.model import Frame, Segment
+
+_U16 = struct.Struct("!H")
+_U32_LE = struct.Struct("<I")
+_U32_BE = struct.Struct("!I")
+_IPV4 = struct.Struct("!BxHHHxBxx4s4s")  # ver/ihl, total length, id, flags/fragment, protocol, src, dst
+_IPV6 = struct.Struct("!BxxxHBx16s16s")  # version, payload length, next header, src, dst
+_TCP = struct.Struct("!HHIIBBH")  # sport, dport, seq, ack, data offset, flags, window
+_TS = struct.Struct("!II")
+
+_AF_INET = 2
+_AF_INET6 = frozenset((24, 28, 30))
+_KNOWN_AF = frozenset((2, 24, 28, 30))
+_ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
+_VLAN = frozenset((0x8100, 0x88A8, 0x9100))
+_IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
+
+_NOP = ("nop", None)
+_EOL = ("eol", None)
+_SACK_OK = ("sackOK", None)
+
+_addr_cache: dict[bytes, str] = {}
+_ADDR_CACHE_MAX = 65536  # cleared when full: memory must not grow with the capture
+
+
+def _addr(raw: bytes) -> str:
+    text = _addr_cache.get(raw)
+    if text is None:
+        if len(_addr_cache) >= _ADDR_CACHE_MAX:
+            _addr_cache.clear()
+        text = "%d.%d.%d.%d" % tuple(raw) if len(raw) == 4 else str(ipaddress.IPv6Address(raw))
+        _addr_cache[raw] = text
+    return text
+
+
+def decode(frame: Frame) -> Segment | None:
+    """The TCP segment in `frame`, or None (not TCP, unknown link type, truncated headers...)."""
+    data = frame.data
+    lt = frame.linktype
+    n = len(data)
+    # ---- link layer: find the IP header's offset and which IP version to expect
+    if lt == 1:  # Ethernet
+        if n < 14:
+            return None
+        etype = (data[12] << 8) | data[13]
+        off = 14
+        while etype in _VLAN:
+            if n < off + 4:
+                return None
+            etype = (data[off + 2] << 8) | data[off + 3]
+            off += 4
+        version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
+    elif lt == 0 or lt == 108:  # BSD loopback NULL / LOOP
+        if n < 4:
+            return None
+        if lt == 0:
+            family = _U32_LE.unpack_from(data)[0]
+            if family not in _KNOWN_AF:
+                family = _U32_BE.unpack_from(data)[0]
+        else:
+            family = _U32_BE.unpack_from(data)[0]
+        off = 4
+        version = 4 if family == _AF_INET else 6 if family in _AF_INET6 else 0
+    elif lt == 113:  # Linux cooked v1: protocol at bytes 14-15
+        if n < 16:
+            return None
+        etype = (data[14] << 8) | data[15]
+        off = 16
+        version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
+    elif lt == 276:  # Linux cooked v2: protocol at bytes 0-1
+        if n < 20:
+            return None
+        etype = (data[0] << 8) | data[1]
+        off = 20
+        version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
+    elif lt == 101 or lt == 12 or lt == 14:  # raw IP: the version nibble says which
+        if n < 1:
+            return None
+        off = 0
+        version = data[0] >> 4
+    elif lt == 228:
+        off, version = 0, 4
+    elif lt == 229:
+        off, version = 0, 6
+    else:
+        return None
+
+    # ---- network layer: find the TCP header's offset and the IP payload length
+    if version == 4:
+        if n < off + 20:
+            return None
+        vihl, total, ip_id, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20 or proto != 6 or frag & 0x1FFF:
+            return None  # not IPv4, bad header length, not TCP, or not the first fragment
+        if total:
+            if total < ihl:
+                return None
+            ip_payload = total - ihl
+        else:  # TSO: the length was left for the NIC to fill in
+            ip_payload = n - off - ihl
+        p = off + ihl
+        family = 4
+    elif version == 6:
+        if n < off + 40:
+            return None
+        vtc, plen, nh, src, dst = _IPV6.unpack_from(data, off)
+        if vtc >> 4 != 6:
+            return None
+        p = off + 40
+        ext = 0  # bytes of extension headers
+        while nh != 6:
+            if nh in _IPV6_EXT:
+                if n < p + 2:
+                    return None
+                hlen = (data[p + 1] + 1) * 8
+            elif nh == 44:  # fragment
+                if n < p + 8:
+                    return None
+                if ((data[p + 2] << 8) | data[p + 3]) & 0xFFF8:
+                    return None  # not the first fragment
+                hlen = 8
+            elif nh == 51:  # authentication header
+                if n < p + 2:
+                    return None
+                hlen = (data[p + 1] + 2) * 4
+            else:  # ESP (50), no next header (59), or an upper layer other than TCP
+                return None
+            nh = data[p]
+            p += hlen
+            ext += hlen
+        ip_payload = plen - ext if plen else n - p
+        ip_id = None
+        family = 6
+    else:
+        return None
+
+    # ---- TCP
+    if n < p + 20:
+        return None
+    sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data, p)
+    thl = (doff >> 4) * 4
+    if thl < 20 or ip_payload < thl:
+        return None
+    if n < p + thl:
+        # options cut short by the snap length: the fixed header is there, as tshark reads it
+        options = _options(data, p + 20, n)
+    elif thl == 20:
+        options = ()
+    elif thl == 32 and data[p + 20 : p + 24] == b"\x01\x01\x08\x0a":  # NOP NOP TS: the usual case
+        options = (_NOP, _NOP, ("TS", _TS.unpack_from(data, p + 24)))
+    else:
+        options = _options(data, p + 20, p + thl)
+    src_text = _addr_cache.get(src) or _addr(src)
+    dst_text = _addr_cache.get(dst) or _addr(dst)
+    return Segment(
+        frame.index, frame.t, family, src_text, sport, dst_text, dport, seq, ack, flags, win,
+        ip_payload - thl, options, ip_id, frame.comment,
+    )
+
+
+def _options(data: bytes, i: int, end: int) -> tuple:
+    """TCP options between i and end as tuples; an option that runs past `end` stops the parse."""
+    out = []
+    while i < end:
+        kind = data[i]
+        if kind == 0:
+            out.append(_EOL)
+            break
+        if kind == 1:
+            out.append(_NOP)
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        length = data[i + 1]
+        if length < 2 or i + length > end:
+            break
+        if kind == 2 and length == 4:
+            out.append(("mss", (data[i + 2] << 8) | data[i + 3]))
+        elif kind == 3 and length == 3:
+            out.append(("wscale", data[i + 2]))
+        elif kind == 4 and length == 2:
+            out.append(_SACK_OK)
+        elif kind == 8 and length == 10:
+            out.append(("TS", _TS.unpack_from(data, i + 2)))
+        elif kind == 5 and length % 8 == 2:
+            out.append(("sack", tuple(_TS.iter_unpack(data[i + 2 : i + length]))))
+        else:
+            out.append((f"opt{kind}", data[i + 2 : i + length]))
+        i += length
+    return tuple(out)
