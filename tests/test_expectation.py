@@ -70,3 +70,17 @@ def test_tcp_consistency_sequence_gap():
 def test_bad_never():
     with pytest.raises(ExpectationError, match="never"):
         parse("never gonna\n", "linux")
+
+
+def test_repeat_and_meanwhile_blocks():
+    from verifier.expectation import Meanwhile, Repeat
+
+    exp = parse("repeat:\n  C > S  P. *:*(*) ack 1\n  S > C  . 1:1(0) ack *\nend\nmeanwhile:\n  client finish\nend\n", "linux")
+    assert isinstance(exp.steps[0], Repeat) and len(exp.steps[0].lines) == 2
+    assert isinstance(exp.steps[1], Meanwhile)
+    with pytest.raises(ExpectationError, match="segment lines only"):
+        parse("repeat:\n  client end\nend\n", "linux")
+    with pytest.raises(ExpectationError, match="event lines only"):
+        parse("meanwhile:\n  C > S  S 0:0(0)\nend\n", "linux")
+    with pytest.raises(ExpectationError, match="never closed"):
+        parse("repeat:\n  C > S  S 0:0(0)\n", "linux")

@@ -48,41 +48,58 @@ def _open_capture(path: str):
 
 
 def cmd_show(args, out) -> int:
+    from .wire.capture import read_frames
     from .wire.show import CaptureReading, connection_record, connection_text
 
-    # Validate every file first: a bad file must not leave half-printed JSON behind.
+    # Check every file's header first: a file that is not a capture prints nothing at all.
     for path in args.files:
-        _open_capture(path).close()
+        with _open_capture(path) as stream:
+            try:
+                next(read_frames(stream), None)
+            except CaptureError as e:
+                raise CaptureError(f"{path}: {e.message}", e.offset) from None
+    # Then stream. An error further into a file (after valid records) ends the output cleanly:
+    # what was read is shown, the document is complete, and the error is the exit status.
+    failure: CaptureError | None = None
     if args.json:
         out.write('{"files": [')
     for n, path in enumerate(args.files):
         with _open_capture(path) as stream:
             reading = CaptureReading(stream)
+            conns = reading.connections()
+            if args.json:
+                out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')
+            else:
+                out.write(f"== {path}\n")
+            count = 0
             try:
-                if args.json:
-                    out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')
-                    for i, conn in enumerate(reading.connections()):
-                        out.write(("," if i else "") + "\n  " + json.dumps(connection_record(conn)))
-                    out.write(
-                        f'], "packets": {reading.stats.packets}, "tcp_packets": {reading.stats.tcp}, '
-                        f'"other_packets": {reading.stats.other}, "duplicates_removed": {reading.stats.duplicates}, '
-                        f'"warnings": {json.dumps(reading.warnings())}, '
-                        f'"format": {json.dumps(reading.info.format)}, "sections": {json.dumps(reading.info.sections)}' + "}"
-                    )
-                else:
-                    out.write(f"== {path}\n")
-                    count = 0
-                    for conn in reading.connections():
-                        count += 1
+                for conn in conns:
+                    if args.json:
+                        out.write(("," if count else "") + "\n  " + json.dumps(connection_record(conn)))
+                    else:
                         out.write(connection_text(conn, verbose=args.verbose) + "\n\n")
-                    s = reading.stats
-                    out.write(f"{s.packets} packets ({s.tcp} TCP, {s.other} other), {count} connections\n")
-                    for w in reading.warnings():
-                        out.write(f"warning: {path}: {w}\n")
+                    count += 1
             except CaptureError as e:
-                raise CaptureError(f"{path}: {e.message}", e.offset) from None
+                failure = CaptureError(f"{path}: {e.message}", e.offset)
+                reading.info.warnings.append(f"stopped reading: {failure}")
+            s = reading.stats
+            if args.json:
+                out.write(
+                    f'], "packets": {s.packets}, "tcp_packets": {s.tcp}, "other_packets": {s.other}, '
+                    f'"duplicates_removed": {s.duplicates}, "warnings": {json.dumps(reading.warnings())}, '
+                    f'"format": {json.dumps(reading.info.format)}, "sections": {json.dumps(reading.info.sections)}' + "}"
+                )
+            else:
+                plural = "" if count == 1 else "s"
+                out.write(f"{s.packets} packets ({s.tcp} TCP, {s.other} other), {count} connection{plural}\n")
+                for w in reading.warnings():
+                    out.write(f"warning: {path}: {w}\n")
+        if failure is not None:
+            break
     if args.json:
         out.write("\n]}\n")
+    if failure is not None:
+        raise failure
     return EXIT_OK
 
 

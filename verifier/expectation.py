@@ -11,6 +11,14 @@
     or:
       ...
     end
+    repeat:                   zero or more segments, each matching one of these lines
+      C > S  P. *:*(*) ack 1
+      S > C  . 1:1(0) ack *
+    end
+    meanwhile:                events that happen in this order, whatever the wire does meanwhile
+      client finish           (not ordered against the steps around the block)
+      client close
+    end
     never R                   no segment with these flags (here: any RST), anywhere
     never S > C  R            ... sent by the server
     never client error        no such event
@@ -53,6 +61,18 @@ class OneOf:
 
 
 @dataclass(frozen=True, slots=True)
+class Repeat:
+    lines: tuple  # segment steps; each repetition matches one of them
+    lineno: int
+
+
+@dataclass(frozen=True, slots=True)
+class Meanwhile:
+    steps: tuple  # event steps, in order among themselves only
+    lineno: int
+
+
+@dataclass(frozen=True, slots=True)
 class Never:
     lineno: int
     text: str
@@ -84,6 +104,10 @@ def iter_steps(steps):
         if isinstance(s, OneOf):
             for branch in s.branches:
                 yield from iter_steps(branch)
+        elif isinstance(s, Repeat):
+            yield from s.lines
+        elif isinstance(s, Meanwhile):
+            yield from s.steps
         else:
             yield s
 
@@ -100,6 +124,7 @@ def parse(text: str, family: str, source: str = "<expectation>") -> Expectation:
     exp = Expectation(source, family)
     # stack of open `one of` groups: each is (lineno, optional, branches list, current branch)
     stack: list[tuple[int, bool, list, list]] = []
+    block: tuple[str, int, list] | None = None  # an open repeat:/meanwhile: block
     current = "any"
 
     def target() -> list:
@@ -119,6 +144,29 @@ def parse(text: str, family: str, source: str = "<expectation>") -> Expectation:
         if current not in ("any", family):
             # still check the syntax of other families' blocks
             _check_syntax(stripped, source, lineno, column)
+            continue
+        if stripped in ("repeat:", "meanwhile:"):
+            if block is not None:
+                raise ExpectationError(source, lineno, column, f"'{stripped}' inside '{block[0]}:' (close it with 'end' first)")
+            block = (stripped[:-1], lineno, [])
+            continue
+        if block is not None:
+            kind, lineno0, items = block
+            if stripped == "end":
+                if not items:
+                    raise ExpectationError(source, lineno0, 1, f"empty '{kind}:' block")
+                target().append(Repeat(tuple(items), lineno0) if kind == "repeat" else Meanwhile(tuple(items), lineno0))
+                block = None
+                continue
+            try:
+                line = parse_line(stripped)
+            except NotationError as e:
+                raise ExpectationError(source, lineno, column + e.column - 1, str(e)) from None
+            want = SegmentLine if kind == "repeat" else EventLine
+            if not isinstance(line, want):
+                what = "segment lines" if kind == "repeat" else "event lines"
+                raise ExpectationError(source, lineno, column, f"a '{kind}:' block holds {what} only")
+            items.append(Step(line, lineno, stripped))
             continue
         optional = False
         body = stripped
@@ -158,13 +206,15 @@ def parse(text: str, family: str, source: str = "<expectation>") -> Expectation:
         target().append(Step(line, lineno, body, optional))
     if stack:
         raise ExpectationError(source, stack[-1][0], 1, "'one of:' is never closed with 'end'")
+    if block is not None:
+        raise ExpectationError(source, block[1], 1, f"'{block[0]}:' is never closed with 'end'")
     _check_tcp_consistency(exp)
     return exp
 
 
 def _check_syntax(stripped: str, source: str, lineno: int, column: int) -> None:
     body = stripped[1:].strip() if stripped.startswith("?") else stripped
-    if body in ("one of:", "one of", "or:", "or", "end"):
+    if body in ("one of:", "one of", "or:", "or", "end", "repeat:", "meanwhile:"):
         return
     never = _NEVER.match(body)
     if never:
@@ -199,8 +249,10 @@ def _check_tcp_consistency(exp: Expectation) -> None:
 
     def walk(steps):
         for s in steps:
-            if isinstance(s, OneOf):
+            if isinstance(s, (OneOf, Repeat)):
                 next_seq.clear()
+                continue
+            if isinstance(s, Meanwhile):
                 continue
             line = s.line
             if not isinstance(line, SegmentLine):

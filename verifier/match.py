@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .expectation import Expectation, Never, OneOf, Step
+from .expectation import Expectation, Meanwhile, Never, OneOf, Repeat, Step
 from .wire.model import ACK
 from .wire.transcript import EventLine, SegmentLine, flags_text, format_value
 
@@ -68,15 +68,30 @@ class _Matcher:
 
     def run(self) -> list[Mismatch]:
         start = _State(tuple(0 for _ in self.connections), 0, float("-inf"), "", 0)
-        found = self.seq(tuple(self.exp.steps), start)
+        main = tuple(s for s in self.exp.steps if not isinstance(s, Meanwhile))
+        found = self.seq(main, start)
         mismatches = [] if found is not None else [self.best[1]]
+        for block in (s for s in self.exp.steps if isinstance(s, Meanwhile)):
+            mismatches += self.meanwhile(block)
         mismatches += self.check_nevers()
         return mismatches
+
+    def meanwhile(self, block: Meanwhile) -> list[Mismatch]:
+        """Events of a `meanwhile:` block: in order among themselves, not against the wire."""
+        state = _State((), 0, float("-inf"), "", 0)
+        self.best = None
+        for step in block.steps:
+            state = self.event(step, state)
+            if state is None:
+                return [self.best[1]]
+        return []
 
     def seq(self, steps: tuple, state: _State) -> _State | None:
         if not steps:
             return self.finish(state)
         step, rest = steps[0], steps[1:]
+        if isinstance(step, Repeat):
+            return self.repeat(step, rest, state)
         if isinstance(step, OneOf):
             for branch in step.branches:
                 found = self.seq(tuple(branch) + rest, state)
@@ -92,6 +107,24 @@ class _Matcher:
             return self.seq(rest, state)
         return None
 
+    def repeat(self, step: Repeat, rest: tuple, state: _State) -> _State | None:
+        """Greedy: take as many segments as match one of the lines, then give back one at a time
+        until the rest of the expectation matches (iterative: long transfers are thousands)."""
+        states = [state]
+        while True:
+            for line in step.lines:
+                nxt = self.segment(line, states[-1], quiet=True)
+                if nxt is not None:
+                    states.append(nxt)
+                    break
+            else:
+                break
+        for candidate in reversed(states):
+            found = self.seq(rest, candidate)
+            if found is not None:
+                return found
+        return None
+
     def step(self, step: Step, state: _State) -> _State | None:
         if isinstance(step.line, SegmentLine):
             return self.segment(step, state)
@@ -101,25 +134,26 @@ class _Matcher:
         slack = CLOCK_TOLERANCE if state.last_kind and state.last_kind != kind else 0.0
         return t >= state.last_t - slack
 
-    def segment(self, step: Step, state: _State) -> _State | None:
+    def segment(self, step: Step, state: _State, quiet: bool = False) -> _State | None:
+        fail = (lambda *a: None) if quiet else self.fail
         want: SegmentLine = step.line
         conn = want.connection or 1
         if conn > len(self.connections):
-            self.fail(state, Mismatch(step.lineno, f"connection @{conn} never happened (the capture has {len(self.connections)})", step.text))
+            fail(state, Mismatch(step.lineno, f"connection @{conn} never happened (the capture has {len(self.connections)})", step.text))
             return None
         pos = state.seg_pos[conn - 1]
         segs = self.connections[conn - 1]
         if pos >= len(segs):
-            self.fail(state, Mismatch(step.lineno, f"no more segments in connection @{conn}", step.text, "(nothing)"))
+            fail(state, Mismatch(step.lineno, f"no more segments in connection @{conn}", step.text, "(nothing)"))
             return None
         got = segs[pos]
         diff = segment_difference(want, got)
         if diff is not None:
             field, ev, av = diff
-            self.fail(state, Mismatch(step.lineno, "segment differs", step.text, _show(got, conn, len(self.connections)), field, ev, av))
+            fail(state, Mismatch(step.lineno, "segment differs", step.text, _show(got, conn, len(self.connections)), field, ev, av))
             return None
         if not self._in_order(got.t, "segment", state):
-            self.fail(state, Mismatch(step.lineno, "segment came before the previous step", step.text, _show(got, conn, len(self.connections))))
+            fail(state, Mismatch(step.lineno, "segment came before the previous step", step.text, _show(got, conn, len(self.connections))))
             return None
         seg_pos = list(state.seg_pos)
         seg_pos[conn - 1] = pos + 1

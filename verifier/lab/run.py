@@ -1,0 +1,161 @@
+"""Run one scenario for real: namespace, capture, the program as an unprivileged user, then check."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EnvironmentProblem, VerifierError
+from ..events import parse_events
+from ..expectation import Expectation
+from ..match import Mismatch, match
+from ..scenario import PROBE, Scenario
+from ..timeline import segment_lines
+from ..wire.connections import Connection
+from ..wire.show import CaptureReading
+from ..wire.transcript import EventLine
+from .capture import capture_backend
+from .runtime import Runtime
+
+EVENT_LOG_CAP = 4 << 20  # bytes of probe log read back at most
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    runtime: Runtime
+    backend: str
+    status: str  # "held", "failed" (the wire or events differ), "error" (the program or the lab failed)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+    events: list[EventLine] = field(default_factory=list)
+    pcap: bytes = b""
+    pcap_path: str | None = None
+    duration: float = 0.0  # seconds the scenario's program ran
+    wall: float = 0.0  # seconds the harness spent on the scenario, all included
+    stderr: str = ""
+    packets: int = 0
+    dropped: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "held"
+
+
+def _private_dir(user: tuple[int, int]) -> Path:
+    """A temp dir the unprivileged program can use: its program, the probe, its event log."""
+    path = Path(tempfile.mkdtemp(prefix="verifier-run-"))
+    os.chown(path, *user)
+    return path
+
+
+def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: Runtime, backend: str,
+                 keep_dir: Path, stop: threading.Event | None = None) -> ScenarioResult:
+    from .netns import Namespace, unprivileged_user
+
+    started = time.monotonic()
+    result = ScenarioResult(scenario, runtime, backend, "error")
+    user = unprivileged_user()
+    work = _private_dir(user)
+    try:
+        program = work / scenario.program.name
+        shutil.copyfile(scenario.program, program)
+        shutil.copyfile(PROBE, work / PROBE.name)
+        events_file = work / "events.jsonl"
+        events_file.touch()
+        for p in (program, work / PROBE.name, events_file):
+            os.chown(p, *user)
+        nft = "\n".join(scenario.substitute(rule) for rule in scenario.nft) or None
+        with Namespace(scenario.name, sysctls=dict(scenario.sysctls), nft_ruleset=nft) as ns:
+            cap = capture_backend(backend)
+            cap.start(ns)
+            try:
+                from .process import run_program
+
+                env = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "HOME": str(work),
+                    "VERIFIER_EVENTS": str(events_file),
+                    **scenario.env,
+                }
+                env.update(runtime.env)
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                proc = run_program(
+                    ns.command(runtime.command(program), user=user), env=env, cwd=str(work), timeout=scenario.timeout,
+                )
+            finally:
+                captured = cap.stop()
+        result.duration = proc.duration
+        result.stderr = proc.stderr
+        result.pcap = captured.pcap
+        result.packets = captured.packets
+        result.dropped = captured.dropped
+        with open(events_file, "rb") as f:
+            log = f.read(EVENT_LOG_CAP).decode("utf-8", "replace")
+        result.events, event_problems = parse_events(log)
+        result.problems += event_problems
+        reading = CaptureReading(io.BytesIO(captured.pcap))
+        result.connections = list(reading.connections())
+        if proc.timed_out:
+            result.problems.append(f"the program did not finish within {scenario.timeout:g} s and was killed")
+        elif proc.returncode != 0:
+            result.problems.append(f"the program exited with status {proc.returncode}")
+        if result.problems:
+            tail = proc.stderr.strip().splitlines()[-5:]
+            if tail:
+                result.problems.append("its stderr ends: " + " | ".join(tail))
+        if expectation is not None:
+            result.mismatches = match(expectation, segment_lines(result.connections), result.events)
+        if keep_dir is not None:
+            keep_dir.mkdir(parents=True, exist_ok=True)
+            path = keep_dir / f"{scenario.name}.{runtime.name}.pcap"
+            path.write_bytes(captured.pcap)
+            result.pcap_path = str(path)
+        if result.problems:
+            result.status = "error"
+        elif expectation is None:
+            result.status = "error"
+            result.problems.append("no expectation: add NAME.expect beside the program or a /* expect ... */ block")
+        else:
+            result.status = "failed" if result.mismatches else "held"
+    except EnvironmentProblem:
+        raise
+    except VerifierError as e:
+        result.problems.append(str(e))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        result.wall = time.monotonic() - started
+    return result
+
+
+def run_many(jobs: list[tuple[Scenario, Expectation | None, Runtime]], backend: str, parallel: int, keep_dir: Path,
+             on_result=None) -> list[ScenarioResult]:
+    """Run (scenario, expectation, runtime) jobs, `parallel` at a time; results in job order."""
+    stop = threading.Event()
+    results: list[ScenarioResult | None] = [None] * len(jobs)
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="scenario") as pool:
+        futures = {
+            pool.submit(run_scenario, scenario, exp, runtime, backend, keep_dir, stop): n
+            for n, (scenario, exp, runtime) in enumerate(jobs)
+        }
+        try:
+            for future in as_completed(futures):
+                n = futures[future]
+                results[n] = future.result()
+                if on_result is not None:
+                    on_result(results[n])
+        except BaseException:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
+    return [r for r in results if r is not None]

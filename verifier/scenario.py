@@ -1,0 +1,126 @@
+"""What a scenario is: its program's header (description, seed, nft, sysctl) and its expectation text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+BUILTIN_DIR = Path(__file__).parent / "scenarios"
+PROBE = BUILTIN_DIR / "probe.mjs"
+PROGRAM_SUFFIX = ".mjs"
+NOT_SCENARIOS = {"probe.mjs"}
+
+# Default addresses/ports: every scenario has its own namespace, so fixed ports cannot collide
+# and transcripts stay the same from run to run.
+DEFAULT_ENV = {"VERIFIER_HOST": "localhost", "VERIFIER_PORT": "5000", "VERIFIER_PORT_CLOSED": "5001"}
+
+_HEADER = re.compile(r"^//\s*(?P<key>[A-Za-z][\w-]*)\s*:\s*(?P<value>.*?)\s*$")
+_EXPECT_BLOCK = re.compile(r"/\*\s*expect\s*\n(?P<body>.*?)\*/", re.S)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    program: Path
+    description: str
+    seed: str = ""
+    nft: tuple[str, ...] = ()  # nftables rulesets to load in the namespace ($VARS substituted)
+    sysctls: tuple[tuple[str, str], ...] = ()
+    timeout: float = 20.0
+    expectation: str | None = None  # the expectation's text
+    expectation_source: str = ""  # where it came from (file name), for messages
+    expectation_offset: int = 0  # line offset of an embedded block inside the program
+    env: dict = field(default_factory=lambda: dict(DEFAULT_ENV))
+
+    def substitute(self, text: str) -> str:
+        for key in sorted(self.env, key=len, reverse=True):  # $VERIFIER_PORT_CLOSED before $VERIFIER_PORT
+            text = text.replace("$" + key, self.env[key])
+        return text
+
+
+def parse_program(name: str, program: Path, text: str, expectation: str | None, expectation_source: str) -> Scenario:
+    """A scenario from its program's text: leading `// key: value` comment lines are its header.
+
+    The first header line is `// NAME: description`; then `seed:`, `nft:` (repeatable),
+    `sysctl: key=value` (repeatable), `timeout: seconds`. The expectation is a NAME.expect file
+    beside the program or a `/* expect ... */` block in the program."""
+    description, seed, nft, sysctls, timeout = "", "", [], [], 20.0
+    for n, line in enumerate(text.splitlines()):
+        if not line.startswith("//"):
+            if line.strip():
+                break
+            continue
+        m = _HEADER.match(line)
+        if not m:
+            continue
+        key, value = m["key"], m["value"]
+        if n == 0 and key == name:
+            description = value
+        elif key == "seed":
+            seed = value
+        elif key == "nft":
+            nft.append(value)
+        elif key == "sysctl":
+            if "=" not in value:
+                raise UsageError(f"{program}:{n + 1}: 'sysctl:' takes key=value, got {value!r}")
+            k, v = value.split("=", 1)
+            sysctls.append((k.strip(), v.strip()))
+        elif key == "timeout":
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise UsageError(f"{program}:{n + 1}: 'timeout:' takes seconds, got {value!r}") from None
+    offset = 0
+    if expectation is None:
+        block = _EXPECT_BLOCK.search(text)
+        if block:
+            expectation = block["body"]
+            expectation_source = str(program)
+            offset = text[: block.start("body")].count("\n")
+    return Scenario(
+        name=name, program=program, description=description or "(no description)", seed=seed,
+        nft=tuple(nft), sysctls=tuple(sysctls), timeout=timeout, expectation=expectation,
+        expectation_source=expectation_source, expectation_offset=offset,
+    )
+
+
+def load(program: Path) -> Scenario:
+    name = program.name[: -len(PROGRAM_SUFFIX)]
+    try:
+        text = program.read_text()
+    except OSError as e:
+        raise UsageError(f"{program}: cannot read scenario: {e.strerror}") from None
+    expect_path = program.with_name(name + ".expect")
+    expectation = expect_path.read_text() if expect_path.exists() else None
+    return parse_program(name, program, text, expectation, str(expect_path))
+
+
+def builtin() -> list[Scenario]:
+    return [load(p) for p in sorted(BUILTIN_DIR.glob("*" + PROGRAM_SUFFIX)) if p.name not in NOT_SCENARIOS]
+
+
+def resolve(names: list[str]) -> list[Scenario]:
+    """Scenarios by built-in name, program path or folder of programs; all built-ins if none named."""
+    if not names:
+        return builtin()
+    known = {s.name: s for s in builtin()}
+    out: list[Scenario] = []
+    for item in names:
+        path = Path(item)
+        if item in known and not path.exists():
+            out.append(known[item])
+        elif path.is_dir():
+            found = [load(p) for p in sorted(path.glob("*" + PROGRAM_SUFFIX)) if p.name not in NOT_SCENARIOS]
+            if not found:
+                raise UsageError(f"{item}: no scenario programs (*.mjs) in this folder")
+            out.extend(found)
+        elif path.is_file():
+            if not item.endswith(PROGRAM_SUFFIX):
+                raise UsageError(f"{item}: a scenario is a {PROGRAM_SUFFIX} program")
+            out.append(load(path))
+        else:
+            raise UsageError(f"unknown scenario {item!r}; known: {', '.join(sorted(known))}")
+    return out

@@ -1,0 +1,22 @@
+// client-end: the client end()s first, the server end()s on 'end' (3-packet close on Linux)
+// seed: DESIGN "The seed's observations to reproduce", row "client end"; the seed's end() table
+// Both sides allowHalfOpen: true. Once both ends are connected the client calls end() -> client
+// F.; the server's 'end' (readableEnded true, writable still true) -> server end() -> server F.,
+// which on Linux carries the ACK of the client's FIN if it goes out within the delayed-ACK window;
+// the client's 'end' then shows readableEnded and writableEnded true.
+import * as net from "node:net";
+import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+
+const server = watchServer(net.createServer({ allowHalfOpen: true }));
+const accepted = new Promise((resolve) =>
+  server.on("connection", (socket) => {
+    watch(socket, "server");
+    socket.on("end", () => invoke(socket, "server", "end"));
+    resolve(socket);
+  }));
+await listen(server, env.port, env.host);
+
+const client = connect("client", { host: env.host, port: env.port, allowHalfOpen: true, ...familyOptions("client") });
+client.on("close", () => done());
+await Promise.all([once(client, "connect"), accepted]);
+invoke(client, "client", "end");

@@ -1,0 +1,18 @@
+// connect-ok: a client reaches a server on localhost:P at the first address localhost resolves to
+// seed: DESIGN "The seed's observations to reproduce", row "connect ok"
+// The server listens on VERIFIER_HOST (localhost resolves to ::1 first, so it listens on ::1);
+// the client connects with autoSelectFamily: connectionAttempt on ::1, then connect. The client
+// then end()s and the server end()s on 'end': a clean FIN close.
+import * as net from "node:net";
+import { connect, done, env, familyOptions, invoke, listen, watch, watchServer } from "./probe.mjs";
+
+const server = watchServer(net.createServer({ allowHalfOpen: true }));
+server.on("connection", (socket) => {
+  watch(socket, "server");
+  socket.on("end", () => invoke(socket, "server", "end"));
+});
+await listen(server, env.port, env.host);
+
+const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });
+client.on("connect", () => invoke(client, "client", "end"));
+client.on("close", () => done());

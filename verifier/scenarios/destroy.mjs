@@ -1,0 +1,22 @@
+// destroy: destroy() with nothing unread closes with a FIN, not a reset; the peer gets 'end'
+// seed: DESIGN "The seed's observations to reproduce", row "destroy"; the seed's destroy() table
+// Once both ends are connected (nothing sent either way) the client calls destroy() -> client
+// F.; the server's 'end' -> the server (allowHalfOpen false) ends too -> server F., ACKed by the
+// client's kernel. The client's 'close' shows readable and writable false.
+import * as net from "node:net";
+import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+
+const server = watchServer(net.createServer());
+const accepted = new Promise((resolve) =>
+  server.on("connection", (socket) => {
+    watch(socket, "server");
+    resolve(socket);
+  }));
+await listen(server, env.port, env.host);
+
+const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });
+await Promise.all([once(client, "connect"), accepted]);
+invoke(client, "client", "destroy");
+server.close(); // 'close' once the server-side socket has closed too
+await once(server, "close");
+done();

@@ -1,0 +1,33 @@
+// read-write: the server writes "123", then "456" on the next tick; the client reads both
+// seed: DESIGN "The seed's observations to reproduce", row "read/write"
+// Two P. segments of 3 bytes, each ACKed; the client's 'data' fires twice with bytesRead 3 then
+// 6, the server's bytesWritten is 3 then 6 (logged as `written` from each write's callback).
+// Client and server share one process, so a second write issued on the tick after the first
+// would reach the client's kernel buffer before the client's first read, and one read would
+// return all six bytes: the server writes "123" once the client is connected, and "456" on the
+// next tick after the client's first 'data'. Then the client end()s, the server end()s on 'end'.
+import * as net from "node:net";
+import process from "node:process";
+import { connect, done, env, familyOptions, fail, invoke, listen, log, once, watch, watchServer } from "./probe.mjs";
+
+const server = watchServer(net.createServer({ allowHalfOpen: true }));
+const accepted = new Promise((resolve) =>
+  server.on("connection", (socket) => {
+    watch(socket, "server");
+    socket.on("end", () => invoke(socket, "server", "end"));
+    resolve(socket);
+  }));
+await listen(server, env.port, env.host);
+
+const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });
+client.on("close", () => done());
+const [, socket] = await Promise.all([once(client, "connect"), accepted]);
+const write = (text) =>
+  invoke(socket, "server", "write", text, () => log("server", "written", { bytesWritten: socket.bytesWritten }));
+
+client.on("data", () => {
+  if (client.bytesRead === 3) process.nextTick(() => write("456"));
+  else if (client.bytesRead === 6) invoke(client, "client", "end");
+  else fail(`client has read ${client.bytesRead} bytes: expected 3, then 6`);
+});
+write("123");

@@ -1,0 +1,21 @@
+// server-end: the server end()s first, the client end()s on 'end' (mirror of client-end)
+// seed: DESIGN "The seed's observations to reproduce", row "server end"; the seed's end() table
+// Both sides allowHalfOpen: true. Once both ends are connected the server calls end() -> server
+// F.; the client's 'end' -> client end() -> client F. (carrying the ACK of the server's FIN on
+// Linux when within the delayed-ACK window) -> server ACK.
+import * as net from "node:net";
+import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+
+const server = watchServer(net.createServer({ allowHalfOpen: true }));
+const accepted = new Promise((resolve) =>
+  server.on("connection", (socket) => {
+    watch(socket, "server");
+    resolve(socket);
+  }));
+await listen(server, env.port, env.host);
+
+const client = connect("client", { host: env.host, port: env.port, allowHalfOpen: true, ...familyOptions("client") });
+client.on("end", () => invoke(client, "client", "end"));
+client.on("close", () => done());
+const [, socket] = await Promise.all([once(client, "connect"), accepted]);
+invoke(socket, "server", "end");
