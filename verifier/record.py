@@ -14,13 +14,35 @@ from .wire.model import CaptureInfo
 from .wire.transcript import EventLine
 
 
+# Fixtures keep headers only (Ethernet 14 + IPv6 40 + TCP with options 60 = 114): a payload is
+# not behaviour, and a 1 MiB transfer would otherwise weigh 1 MiB in git. Lengths stay exact.
+FIXTURE_SNAPLEN = 128
+
+
 def fixture_dir(root: Path, platform_label: str, runtime_label: str) -> Path:
     return root / platform_label / runtime_label
 
 
+# Event arguments that name an ephemeral port change on every run: written as `*` in fixtures
+# (a wildcard in the notation), so a fixture diff shows behaviour, not port numbers.
+EPHEMERAL_PORT_KEYS = ("localPort", "remotePort", "port")
+
+
+def stable_events(events: list[EventLine], fixed_ports: set[int]) -> list[EventLine]:
+    out = []
+    for ev in events:
+        args = tuple(
+            (k, "*") if k in EPHEMERAL_PORT_KEYS and isinstance(v, int) and v not in fixed_ports else (k, v)
+            for k, v in ev.args
+        )
+        out.append(EventLine(ev.side, ev.name, args, ev.t))
+    return out
+
+
 def transcript_for(result) -> str:
     """The fixture transcript: the merged timeline without times (stable from run to run)."""
-    entries = merge(result.connections, result.events)
+    fixed = {int(v) for k, v in result.scenario.env.items() if k.startswith("VERIFIER_PORT")}
+    entries = merge(result.connections, stable_events(result.events, fixed))
     head = f"# {result.scenario.name}: {result.scenario.description}\n"
     return head + transcript_text(entries, len(result.connections), with_time=False)
 
@@ -55,9 +77,9 @@ def pcapng_for(result, plat: dict) -> bytes:
         comments=[f"{result.scenario.name}: {result.scenario.description}"]
         + ([f"events before the first packet or without one: {len(result.events)}"] if not frames and result.events else []),
     )
-    body = [head, pcapng.interface(linktype)]
+    body = [head, pcapng.interface(linktype, snaplen=FIXTURE_SNAPLEN)]
     for n, f in enumerate(frames):
-        body.append(pcapng.packet(f.t, f.data, f.orig_len, comments.get(n)))
+        body.append(pcapng.packet(f.t, f.data[:FIXTURE_SNAPLEN], f.orig_len, comments.get(n)))
     return b"".join(body)
 
 

@@ -93,7 +93,7 @@ class EventLine:
         return " ".join(parts)
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_.:\-/\[\]%]+$")
+_BARE = re.compile(r"^[A-Za-z0-9_.:\-/\[\]%*]+$")
 
 
 def format_value(v) -> str:
