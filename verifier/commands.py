@@ -36,6 +36,13 @@ def register_lab_verbs(sub) -> None:
     run.add_argument("--keep", type=Path, metavar="DIR", help="keep each run's pcap here (default: a fresh temp folder)")
     run.set_defaults(handler=cmd_run)
 
+    diff = sub.add_parser("diff", help="compare two captures, transcripts or fixture folders, point by point")
+    diff.add_argument("a", metavar="A", help="a pcap/pcapng file, a .txt transcript, or a fixture folder")
+    diff.add_argument("b", metavar="B")
+    diff.add_argument("--strict", action="store_true", help="compare windows, options, exact numbers and segmentation too")
+    diff.add_argument("--json", action="store_true", help="JSON instead of text")
+    diff.set_defaults(handler=cmd_diff)
+
 
 def cmd_list(args, out) -> int:
     items = scenarios.builtin()
@@ -92,6 +99,8 @@ def cmd_run(args, out) -> int:
             note = _compare_with_fixture(folder, r)
             if note:
                 fixture_notes.append(note)
+    if len(rts) > 1:
+        fixture_notes += runtime_differences(results)
     table.finish(results, elapsed, fixture_notes, show_ladder=args.ladder, show_mermaid=args.mermaid)
     if args.record:
         table.stream.write(f"fixtures written under {args.captures}/{plat['label']}/\n")
@@ -107,17 +116,130 @@ def cmd_run(args, out) -> int:
     return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
 
 
+def run_behaviour(result):
+    """A run's connections and events as a diff.Behaviour (ephemeral ports as in fixtures)."""
+    from .diff import from_connections
+    from .record import stable_events
+
+    fixed = {int(v) for k, v in result.scenario.env.items() if k.startswith("VERIFIER_PORT")}
+    b = from_connections(f"{result.scenario.name} ({result.runtime.name})", result.connections)
+    b.events, b.has_events = stable_events(result.events, fixed), True
+    return b
+
+
+def _named(d) -> list[str]:
+    return d.named + [f"connection {c.index}: {n}" for c in d.connections for n in c.named]
+
+
 def _compare_with_fixture(folder: Path, result) -> str | None:
-    from .record import transcript_for
+    from .diff import compare, parse_transcript
 
     fixture = folder / f"{result.scenario.name}.txt"
     if not fixture.exists() or result.status == "error":
         return None
-    want = fixture.read_text()
-    got = transcript_for(result)
-    if want == got:
+    d = compare(parse_transcript(fixture.read_text(), str(fixture)), run_behaviour(result))
+    if d.equal:
         return None
-    import difflib
+    lines = "\n".join(f"  - {n}" for n in _named(d))
+    return f"{result.scenario.name} ({result.runtime.label}) vs {fixture} (A = fixture, B = this run):\n{lines}"
 
-    diff = difflib.unified_diff(want.splitlines(), got.splitlines(), str(fixture), "this run", lineterm="", n=1)
-    return f"{result.scenario.name} ({result.runtime.label}) differs from its fixture:\n  " + "\n  ".join(diff)
+
+def runtime_differences(results) -> list[str]:
+    """For a matrix run: per scenario, how each runtime differs from the first one."""
+    from .diff import compare
+
+    notes = []
+    by_scenario: dict[str, list] = {}
+    for r in results:
+        by_scenario.setdefault(r.scenario.name, []).append(r)
+    for name, rs in by_scenario.items():
+        base = rs[0]
+        for other in rs[1:]:
+            d = compare(run_behaviour(base), run_behaviour(other))
+            if not d.equal:
+                lines = "\n".join(f"  - {n}" for n in _named(d))
+                notes.append(f"{name}: {base.runtime.name} (A) vs {other.runtime.name} (B):\n{lines}")
+    return notes
+
+
+# --- diff ---------------------------------------------------------------------------------------
+
+BEHAVIOUR_SUFFIXES = (".txt", ".pcapng", ".pcap")
+
+
+def load_behaviour(path: Path):
+    """A capture file or a transcript, as a diff.Behaviour (errors: exit 2, one line)."""
+    from .cli import _open_capture
+    from .diff import from_connections, parse_transcript
+    from .errors import CaptureError
+    from .wire.show import CaptureReading
+    from .wire.transcript import NotationError
+
+    if path.suffix == ".txt":
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise UsageError(f"{path}: cannot read: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not a text transcript") from None
+        try:
+            return parse_transcript(text, str(path))
+        except NotationError as e:
+            raise UsageError(f"{path}: {e}") from None
+    with _open_capture(str(path)) as stream:
+        reading = CaptureReading(stream)
+        try:
+            return from_connections(str(path), list(reading.connections()))
+        except CaptureError as e:
+            raise CaptureError(f"{path}: {e.message}", e.offset) from None
+
+
+def _scenario_files(folder: Path) -> dict[str, Path]:
+    """name -> the file that best describes it: the .txt transcript (it has events), else the capture."""
+    found: dict[str, Path] = {}
+    for suffix in reversed(BEHAVIOUR_SUFFIXES):
+        for p in sorted(folder.glob("*" + suffix)):
+            found[p.name[: -len(suffix)]] = p
+    return found
+
+
+def cmd_diff(args, out) -> int:
+    from .diff import compare, record, render
+
+    a, b = Path(args.a), Path(args.b)
+    for p in (a, b):
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder")
+    if a.is_dir() != b.is_dir():
+        raise UsageError("compare a folder with a folder, or a file with a file")
+    pairs: list[tuple[str, Path, Path]] = []
+    only: list[str] = []
+    if a.is_dir():
+        fa, fb = _scenario_files(a), _scenario_files(b)
+        if not fa and not fb:
+            raise UsageError(f"no transcripts or captures in {a} or {b}")
+        for name in sorted(set(fa) | set(fb)):
+            if name in fa and name in fb:
+                pairs.append((name, fa[name], fb[name]))
+            else:
+                only.append(f"{name}: only in {'A' if name in fa else 'B'} ({fa.get(name) or fb.get(name)})")
+    else:
+        pairs.append(("", a, b))
+    results = [(name, compare(load_behaviour(pa), load_behaviour(pb), strict=args.strict)) for name, pa, pb in pairs]
+    differ = bool(only) or any(not d.equal for _, d in results)
+    if args.json:
+        doc = {"a": str(a), "b": str(b), "equal": not differ, "only_one_side": only,
+               "scenarios": [dict(record(d), scenario=name or None) for name, d in results]}
+        out.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        for name, d in results:
+            if a.is_dir() and d.equal:
+                out.write(f"=== {name}: no difference in behaviour\n")
+            else:
+                out.write(render(d, name) + "\n")
+        for line in only:
+            out.write(line + "\n")
+        if a.is_dir():
+            changed = sum(1 for _, d in results if not d.equal)
+            out.write(f"{len(results)} scenarios compared: {changed} differ, {len(only)} on one side only\n")
+    return EXIT_FAILED if differ else EXIT_OK

@@ -73,7 +73,7 @@ class ResultsTable:
             if show_mermaid:
                 w.write("```mermaid\n" + mermaid(entries, r.connections) + "```\n")
         if fixture_notes:
-            w.write("\nwhere the wire differs from the checked-in fixtures:\n")
+            w.write("\nwhere behaviour differs (from the checked-in fixtures, or between runtimes):\n")
             for note in fixture_notes:
                 w.write(note + "\n")
         counts = {k: sum(1 for r in results if r.status == k) for k in STATUS_WORD}

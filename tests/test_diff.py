@@ -1,0 +1,142 @@
+"""Tests of verifier.diff and `verifier diff`: normalising, aligning, naming differences, exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from verifier.diff import Behaviour, compare, parse_transcript, render, steps
+from verifier.wire.model import ACK, FIN, PSH, RST, SYN
+from verifier.wire.transcript import SegmentLine
+
+DATA = Path(__file__).parent / "data"
+FOREIGN = DATA / "foreign"
+
+
+def L(side, flags, seq, ack, length=0, win=None):
+    return SegmentLine(side, flags, seq, length, ack if flags & ACK else 0, win=win)
+
+
+HS = [L("C", SYN, 0, 0), L("S", SYN | ACK, 0, 1), L("C", ACK, 1, 1)]
+CLOSE3 = [L("C", FIN | ACK, 1, 1), L("S", FIN | ACK, 1, 2), L("C", ACK, 2, 2)]
+CLOSE4 = [L("C", FIN | ACK, 1, 1), L("S", ACK, 1, 2), L("S", FIN | ACK, 1, 2), L("C", ACK, 2, 2)]
+
+
+def B(*conns, name="x"):
+    return Behaviour(name, [list(c) for c in conns])
+
+
+def named(d):
+    return d.named + [n for c in d.connections for n in c.named]
+
+
+def verifier(*args):
+    return subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_identical_behaviour_is_equal():
+    d = compare(B(HS + CLOSE3), B(HS + CLOSE3))
+    assert d.equal and "no difference in behaviour" in render(d)
+
+
+def test_fin_ack_separate_vs_piggybacked():
+    d = compare(B(HS + CLOSE4), B(HS + CLOSE3))
+    assert "ACK of the first FIN: separate (A) vs piggybacked on the peer's FIN (B)" in named(d)
+    assert [r[0] for r in d.connections[0].rows].count("<") == 1
+
+
+def test_rst_instead_of_fin():
+    d = compare(B(HS + [L("C", RST | ACK, 1, 1)]), B(HS + CLOSE3))
+    assert any(n.startswith("RST instead of FIN: A's client resets") for n in named(d))
+
+
+def test_syn_retried_after_rst():
+    win = [L("C", SYN, 0, 0), L("S", RST | ACK, 1, 1), L("C", SYN, 0, 0), L("S", RST | ACK, 1, 1)]
+    d = compare(B([L("C", SYN, 0, 0), L("S", RST | ACK, 1, 1)]), B(win))
+    assert "SYN retried after RST (B; Windows does this)" in named(d)
+
+
+def test_no_handshake_before_rst():
+    d = compare(B(HS + [L("C", RST | ACK, 1, 1)]), B([L("C", SYN, 0, 0), L("C", RST, 1, 0)]))
+    assert "no handshake before RST (B)" in named(d)
+
+
+def test_extra_ack_after_handshake():
+    d = compare(B(HS + [L("S", ACK, 1, 1)] + CLOSE3), B(HS + CLOSE3))
+    assert "extra pure ACK after the handshake (A: from the server)" in named(d)
+
+
+def test_noise_is_ignored_unless_strict():
+    a = HS + [L("C", PSH | ACK, 1, 1, 100, win=1000), L("S", ACK, 1, 101), L("C", PSH | ACK, 101, 1, 100), L("S", ACK, 1, 201)] + [
+        L("C", FIN | ACK, 201, 1), L("S", FIN | ACK, 1, 202), L("C", ACK, 202, 2)]
+    b = HS + [L("C", ACK, 1, 1, 200, win=2000), L("S", ACK, 1, 201)] + [
+        L("C", FIN | ACK, 201, 1), L("S", FIN | ACK, 1, 202), L("C", ACK, 202, 2)]
+    assert compare(B(a), B(b)).equal  # the same 200 bytes, cut differently
+    assert not compare(B(a), B(b), strict=True).equal
+    assert [s.text for s in steps(a)][3] == "data: C > S 200 bytes (4 segments)"
+
+
+def test_connection_count_and_events():
+    a = parse_transcript("C > S  S 0:0(0)\nclient error code=ECONNREFUSED\nserver close\n", "a")
+    b = parse_transcript("@1 C > S  S 0:0(0)\n@2 C > S  S 0:0(0)\nclient error code=ETIMEDOUT\nserver close\n", "b")
+    d = compare(a, b)
+    assert "connections: 1 (A) vs 2 (B)" in d.named
+    assert "event only in A: client error code=ECONNREFUSED" in d.named
+    assert "event only in B: client error code=ETIMEDOUT" in d.named
+
+
+def test_event_interleaving_between_sides_is_not_a_difference():
+    a = parse_transcript("client close\nserver close\n", "a")
+    b = parse_transcript("server close\nclient close\n", "b")
+    assert compare(a, b).equal
+    c = parse_transcript("client end\nclient close\n", "c")
+    d = parse_transcript("client close\nclient end\n", "d")
+    assert any(n.startswith("event order differs") for n in compare(c, d).named)
+
+
+def test_show_text_output_parses_as_a_transcript():
+    out = verifier("show", str(FOREIGN / "macos-lo0-v6-refused-then-v4-rst.pcap")).stdout
+    b = parse_transcript(out, "show")
+    assert len(b.connections) == 2 and b.labels == ["[::1]:6379", "127.0.0.1:6379"]
+
+
+def test_cli_names_the_macos_vs_linux_fin_difference():
+    out = verifier("diff", str(FOREIGN / "macos-lo0-ipv6-fin.pcap"), str(FOREIGN / "linux-sll-lo-fin.pcap"))
+    assert out.returncode == 1
+    assert "ACK of the first FIN: separate (A) vs piggybacked on the peer's FIN (B)" in out.stdout
+    doc = json.loads(verifier("diff", "--json", str(FOREIGN / "macos-lo0-ipv6-fin.pcap"), str(FOREIGN / "linux-sll-lo-fin.pcap")).stdout)
+    assert doc["equal"] is False
+    assert doc["scenarios"][0]["connections"][0]["a"]["fin_ack"] == "separate"
+
+
+def test_cli_same_file_is_exit_0():
+    f = str(FOREIGN / "linux-sll-lo-fin.pcap")
+    assert verifier("diff", f, f).returncode == 0
+
+
+def test_cli_folders_scenario_by_scenario(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    three = "C > S  S 0:0(0)\nS > C  S. 0:0(0) ack 1\nC > S  . 1:1(0) ack 1\nC > S  F. 1:1(0) ack 1\nS > C  F. 1:1(0) ack 2\nC > S  . 2:2(0) ack 2\n"
+    four = three.replace("S > C  F. 1:1(0) ack 2\n", "S > C  . 1:1(0) ack 2\nS > C  F. 1:1(0) ack 2\n")
+    (a / "close.txt").write_text(three)
+    (b / "close.txt").write_text(four)
+    (a / "same.txt").write_text(three)
+    (b / "same.txt").write_text(three)
+    (a / "lonely.txt").write_text(three)
+    out = verifier("diff", str(a), str(b))
+    assert out.returncode == 1
+    assert "=== same: no difference in behaviour" in out.stdout
+    assert "piggybacked on the peer's FIN (A) vs separate (B)" in out.stdout
+    assert "lonely: only in A" in out.stdout
+    assert "3 scenarios compared" not in out.stdout and "2 scenarios compared: 1 differ, 1 on one side only" in out.stdout
+
+
+def test_cli_bad_input_is_exit_2(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("this is not a transcript\n")
+    out = verifier("diff", str(bad), str(bad))
+    assert out.returncode == 2 and "line 1" in out.stderr and len(out.stderr.splitlines()) == 1
+    out = verifier("diff", str(DATA / "malformed" / "empty-file.pcap"), str(FOREIGN / "linux-sll-lo-fin.pcap"))
+    assert out.returncode == 2 and "empty file" in out.stderr
+    assert verifier("diff", str(tmp_path), str(bad)).returncode == 2
