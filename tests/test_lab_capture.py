@@ -166,7 +166,7 @@ def test_each_backend_alone_gives_the_same_relative_segments(ns):
 
 @pytest.mark.parametrize("backend_class", [ScapyCapture, TcpdumpCapture])
 def test_start_fails_clearly_when_the_marker_is_never_seen(ns, backend_class, monkeypatch):
-    monkeypatch.setattr(capture, "marker_token", lambda frame: None)  # a sniffer blind to the marker
+    monkeypatch.setattr(capture, "marker_token", lambda frame, *rest: None)  # a sniffer blind to the marker
     backend = backend_class()
     with pytest.raises(CaptureFailed, match="start marker within 0.3 s") as caught:
         backend.start(ns, timeout=0.3)
@@ -187,7 +187,7 @@ def test_start_fails_clearly_when_the_firewall_drops_the_marker(backend_class):
 def test_stop_fails_clearly_when_the_end_marker_is_never_seen(ns, backend_class, monkeypatch):
     backend = backend_class()
     backend.start(ns)
-    monkeypatch.setattr(capture, "marker_token", lambda frame: None)
+    monkeypatch.setattr(capture, "marker_token", lambda frame, *rest: None)
     with pytest.raises(CaptureFailed, match="end marker within 0.2 s"):
         backend.stop(timeout=0.2)
     assert ns.processes() == []

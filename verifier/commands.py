@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from . import scenario as scenarios
-from .errors import EXIT_FAILED, EXIT_OK, UsageError
+from .errors import EXIT_FAILED, EXIT_OK, EnvironmentProblem, UsageError
+from .lab.host import os_family
 from .expectation import parse as parse_expectation
 from .record import fixture_dir, write_fixture
 from .report import ResultsTable, result_record
@@ -52,11 +53,6 @@ def cmd_list(args, out) -> int:
     return EXIT_OK
 
 
-def os_family() -> str:
-    name = sys.platform
-    return "linux" if name.startswith("linux") else "darwin" if name == "darwin" else "windows" if name.startswith("win") else "any"
-
-
 def platform_info() -> dict:
     release = _platform.release()
     major_minor = ".".join(release.split(".")[:2])
@@ -78,8 +74,11 @@ def cmd_run(args, out) -> int:
         if s.expectation is not None:
             text = "\n" * s.expectation_offset + s.expectation
             expectations[s.name, str(s.program)] = parse_expectation(text, family, s.expectation_source)
-    check_privileges()
-    remove_leftovers()
+    if family == "linux":
+        check_privileges()
+        remove_leftovers()
+    elif family == "darwin" and os.geteuid() != 0:
+        raise EnvironmentProblem("capturing on lo0 needs root: run `sudo make verify`")
     rts = [runtimes.resolve(r) for r in (args.runtime or ["node"])]
     plat = platform_info()
     keep = args.keep or Path(tempfile.mkdtemp(prefix="verifier-captures-"))

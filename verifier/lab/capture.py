@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from verifier.errors import EXIT_FAILED, UsageError, VerifierError
+from verifier.lab.host import capture_argv, capture_filter, drops_from_report
 from verifier.lab.netns import Namespace, tool_path
 
 MARKER_PREFIX = b"verifier-marker-"
@@ -68,19 +69,25 @@ class CaptureResult:
     backend: str
 
 
-def marker_token(frame: bytes) -> bytes | None:
-    """The payload of an Ethernet frame that is a UDP marker datagram (IPv4 or IPv6), else None."""
-    if len(frame) < 14:
+# Where the IP header starts, per link type a loopback capture uses (Ethernet on Linux lo, BSD
+# NULL / LOOP on lo0, raw IP, Linux cooked SLL / SLL2).
+_IP_OFFSET = {1: 14, 0: 4, 108: 4, 101: 0, 228: 0, 229: 0, 113: 16, 276: 20}
+
+
+def marker_token(frame: bytes, linktype: int = 1) -> bytes | None:
+    """The payload of a frame that is a UDP marker datagram (IPv4 or IPv6), else None."""
+    offset = _IP_OFFSET.get(linktype)
+    if offset is None or len(frame) > MARKER_FRAME_MAX or len(frame) < offset + 28:
         return None
-    ethertype = frame[12] << 8 | frame[13]
-    if ethertype == 0x0800 and len(frame) >= 34 and frame[23] == 17:
-        udp = 14 + (frame[14] & 0x0F) * 4
-    elif ethertype == 0x86DD and len(frame) >= 62 and frame[20] == 17:
-        udp = 14 + 40
+    version = frame[offset] >> 4
+    if version == 4 and frame[offset + 9] == 17:
+        udp = offset + (frame[offset] & 0x0F) * 4
+    elif version == 6 and len(frame) >= offset + 48 and frame[offset + 6] == 17:
+        udp = offset + 40
     else:
         return None
     payload = frame[udp + 8 :]
-    return payload if payload.startswith(MARKER_PREFIX) else None
+    return bytes(payload) if payload.startswith(MARKER_PREFIX) else None
 
 
 def new_marker(kind: str) -> bytes:
@@ -348,6 +355,7 @@ class PcapFollower:
         self.data = bytearray()
         self.header: bytes | None = None
         self.endian = "<"
+        self.linktype = 1
         self.records: list[tuple[int, int, bytes | None]] = []  # (start, end, marker token or None)
         self.markers_seen: set[bytes] = set()
         self._parsed = 0
@@ -375,6 +383,7 @@ class PcapFollower:
             else:
                 raise CaptureFailed(f"tcpdump wrote something that is not a classic pcap file: {self.path}")
             self.header = bytes(self.data[:PCAP_HEADER_LEN])
+            self.linktype = struct.unpack(self.endian + "I", self.header[20:24])[0] & 0xFFFF
             self._parsed = PCAP_HEADER_LEN
         record_header = struct.Struct(self.endian + "IIII")
         data = self.data
@@ -385,7 +394,7 @@ class PcapFollower:
                 break
             token = None
             if caplen <= MARKER_FRAME_MAX:  # markers are small: do not copy every big frame to look
-                token = marker_token(bytes(data[self._parsed + PCAP_RECORD_HEADER_LEN : end]))
+                token = marker_token(bytes(data[self._parsed + PCAP_RECORD_HEADER_LEN : end]), self.linktype)
             if token is not None:
                 self.markers_seen.add(token)
             self.records.append((self._parsed, end, token))
@@ -407,8 +416,14 @@ class TcpdumpCapture(CaptureBackend):
 
     name = "tcpdump"
 
-    def __init__(self) -> None:
-        self._tcpdump = tool_path("tcpdump", "tcpdump")
+    def __init__(self, *, interface: str = "lo", ports: tuple[int, ...] | None = None, family: str = "linux") -> None:
+        """`ports`: capture only these TCP ports (plus the marker), as on a shared host loopback."""
+        from .host import CAPTURE_TOOL
+
+        self.interface = interface
+        self.ports = ports
+        self.family = family
+        self._tcpdump = tool_path(CAPTURE_TOOL.get(family, "tcpdump"), "tcpdump" if family != "windows" else "Wireshark (dumpcap)")
         self._process: subprocess.Popen | None = None
         self._directory: str | None = None
         self._follower: PcapFollower | None = None
@@ -423,11 +438,10 @@ class TcpdumpCapture(CaptureBackend):
         t0 = time.perf_counter()
         self._directory = tempfile.mkdtemp(prefix="verifier-tcpdump-")
         path = Path(self._directory) / "lo.pcap"
-        argv = [
-            self._tcpdump, "-i", "lo", "-w", str(path), "-n", "-p", "-s", "0",
-            "--immediate-mode", "-U", "--time-stamp-precision=nano", "-B", str(TCPDUMP_BUFFER_KIB),
-        ]  # fmt: skip
         try:
+            self._sender = _MarkerSender(ns)
+            bpf = capture_filter(self.ports, self._sender.address[1]) if self.ports else None
+            argv = capture_argv(self.family, self._tcpdump, self.interface, str(path), bpf)
             with ns.entered():
                 self._process = subprocess.Popen(
                     argv,
@@ -436,7 +450,6 @@ class TcpdumpCapture(CaptureBackend):
                     stderr=subprocess.PIPE,
                     start_new_session=True,  # Ctrl-C is ours to handle: tcpdump is stopped by stop()/close()
                 )
-            self._sender = _MarkerSender(ns)
             self._follower = PcapFollower(path)
             self._await_listening(time.monotonic() + timeout)
             _await_marker(
@@ -457,7 +470,7 @@ class TcpdumpCapture(CaptureBackend):
         while b"listening on" not in self._stderr:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise CaptureFailed("capture not ready: tcpdump did not start listening on lo in time")
+                raise CaptureFailed(f"capture not ready: tcpdump did not start listening on {self.interface} in time")
             readable, _, _ = select.select([stderr], [], [], remaining)
             if readable:
                 chunk = os.read(stderr.fileno(), 4096)
@@ -500,10 +513,9 @@ class TcpdumpCapture(CaptureBackend):
                 raise CaptureFailed(f"tcpdump did not exit within {timeout:g} s of SIGINT") from None
             self._stderr += stderr_rest
             report = self._stderr.decode(errors="replace")
-            found = re.search(r"(\d+) packets? dropped by kernel", report)
-            if found is None:
+            dropped = drops_from_report(self._tcpdump, report)
+            if dropped is None:
                 raise CaptureFailed(f"tcpdump did not report its kernel drops: {report.strip()}")
-            dropped = int(found.group(1))
             self._follower.poll()
             pcap, packets = self._pcap()
         finally:

@@ -21,7 +21,8 @@ from ..timeline import segment_lines
 from ..wire.connections import Connection
 from ..wire.show import CaptureReading
 from ..wire.transcript import EventLine
-from .capture import capture_backend
+from .capture import TcpdumpCapture, capture_backend
+from .host import LOOPBACK_INTERFACE, Host, os_family
 from .runtime import Runtime
 
 EVENT_LOG_CAP = 4 << 20  # bytes of probe log read back at most
@@ -57,9 +58,34 @@ def _private_dir(user: tuple[int, int]) -> Path:
     return path
 
 
+def place_for(scenario: Scenario, family: str):
+    """Where the scenario runs: its own namespace on Linux; the host's loopback elsewhere."""
+    if family == "linux":
+        from .netns import Namespace
+
+        nft = "\n".join(scenario.substitute(rule) for rule in scenario.nft) or None
+        return Namespace(scenario.name, sysctls=dict(scenario.sysctls), nft_ruleset=nft)
+    if scenario.nft or scenario.sysctls:
+        raise VerifierError(
+            f"{scenario.name} needs its own firewall rules or sysctls (nft:/sysctl: header lines): "
+            "only Linux namespaces give it those without touching the host"
+        )
+    return Host(family)
+
+
+def capture_for(backend: str, family: str, scenario: Scenario):
+    """The capture backend: any on Linux (inside the namespace); tcpdump/dumpcap with a port filter elsewhere."""
+    if family == "linux":
+        return capture_backend(backend)
+    ports = tuple(sorted({int(v) for k, v in scenario.env.items() if k.startswith("VERIFIER_PORT")}))
+    return TcpdumpCapture(interface=LOOPBACK_INTERFACE[family], ports=ports, family=family)
+
+
 def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: Runtime, backend: str,
-                 keep_dir: Path, stop: threading.Event | None = None) -> ScenarioResult:
-    from .netns import Namespace, unprivileged_user
+                 keep_dir: Path, stop: threading.Event | None = None, family: str | None = None) -> ScenarioResult:
+    from .netns import unprivileged_user
+
+    family = family or os_family()
 
     started = time.monotonic()
     result = ScenarioResult(scenario, runtime, backend, "error")
@@ -73,9 +99,8 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
         events_file.touch()
         for p in (program, work / PROBE.name, events_file):
             os.chown(p, *user)
-        nft = "\n".join(scenario.substitute(rule) for rule in scenario.nft) or None
-        with Namespace(scenario.name, sysctls=dict(scenario.sysctls), nft_ruleset=nft) as ns:
-            cap = capture_backend(backend)
+        with place_for(scenario, family) as ns:
+            cap = capture_for(backend, family, scenario)
             cap.start(ns)
             try:
                 from .process import run_program
