@@ -7,9 +7,10 @@ import json
 import os
 import signal
 import sys
+import threading
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CaptureError, VerifierError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CaptureError, VerifierError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,7 +104,19 @@ def cmd_show(args, out) -> int:
     return EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (everything cleaned up), exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        # Ctrl-C must clean up even when started from a shell that ignores SIGINT in the background
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     out = sys.stdout
@@ -118,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print(f"verifier: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("verifier: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):
+            print("verifier: terminated (SIGTERM); everything it started was stopped and removed", file=sys.stderr)
+            return EXIT_TERMINATED
+        print("verifier: interrupted; everything it started was stopped and removed", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `verifier show big.pcap | head`: the reader went away; not an error of ours.

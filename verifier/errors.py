@@ -6,7 +6,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # an expectation failed / a difference found
 EXIT_USAGE = 2  # bad usage or unreadable input
 EXIT_ENVIRONMENT = 3  # missing privilege or tool
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class VerifierError(Exception):

@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,13 @@ def _exit_notifier(pid: int) -> int | None:
         return None
 
 
+class Cancelled(KeyboardInterrupt):
+    """Raised in a worker thread when the run was interrupted: the program tree is killed first."""
+
+
+CANCEL_POLL_S = 0.02  # how often a worker looks at the cancel flag while its program runs
+
+
 def run_program(
     argv: Sequence[str],
     *,
@@ -148,6 +156,7 @@ def run_program(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float,
     output_cap: int = 1 << 20,
+    cancel: threading.Event | None = None,
 ) -> ProgramResult:
     """Run `argv` to completion or until `timeout` seconds, whichever comes first.
 
@@ -207,6 +216,10 @@ def run_program(
                     wait = max(0.0, limit - now)
                     if exit_fd is None:
                         wait = min(wait, 0.01)
+                    if cancel is not None:
+                        if cancel.is_set():  # Ctrl-C / SIGTERM seen by the main thread
+                            raise Cancelled("the run was interrupted")
+                        wait = min(wait, CANCEL_POLL_S)
                     for key, _ in selector.select(timeout=wait):
                         if key.fd == exit_fd:
                             if duration is None:

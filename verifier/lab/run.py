@@ -22,6 +22,7 @@ from ..wire.connections import Connection
 from ..wire.show import CaptureReading
 from ..wire.transcript import EventLine
 from .capture import TcpdumpCapture, capture_backend
+from .process import Cancelled, run_program
 from .host import LOOPBACK_INTERFACE, Host, os_family
 from .runtime import Runtime
 
@@ -103,8 +104,6 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
             cap = capture_for(backend, family, scenario)
             cap.start(ns)
             try:
-                from .process import run_program
-
                 env = {
                     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                     "HOME": str(work),
@@ -113,12 +112,15 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
                 }
                 env.update(runtime.env)
                 if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
+                    raise Cancelled("the run was interrupted")
                 proc = run_program(
                     ns.command(runtime.command(program), user=user), env=env, cwd=str(work), timeout=scenario.timeout,
+                    cancel=stop,
                 )
-            finally:
-                captured = cap.stop()
+            except BaseException:
+                cap.close()  # interrupted: release the sniffer, keep nothing
+                raise
+            captured = cap.stop()
         result.duration = proc.duration
         result.stderr = proc.stderr
         result.pcap = captured.pcap
@@ -179,8 +181,11 @@ def run_many(jobs: list[tuple[Scenario, Expectation | None, Runtime]], backend: 
                 if on_result is not None:
                     on_result(results[n])
         except BaseException:
+            # Ctrl-C / SIGTERM: queued scenarios never start; running ones kill their program tree,
+            # stop their capture and remove their namespace (their `with` blocks) before we leave
             stop.set()
             for f in futures:
                 f.cancel()
+            pool.shutdown(wait=True)
             raise
     return [r for r in results if r is not None]
