@@ -483,3 +483,50 @@ def test_mutated_files_never_raise_anything_but_capture_error(seed, edits, cut):
             assert isinstance(f.data, bytes) and f.index >= 1
     except CaptureError as e:
         assert e.offset is None or 0 <= e.offset <= len(data)
+
+
+# Lying length fields, byte flips and truncation of REAL captures, through the whole show path
+# (read, decode, connections, classification): only data or CaptureError, bounded time and memory.
+_REAL = [p.read_bytes() for p in sorted((DATA / "foreign").glob("*.pcap*"))]
+
+
+def _length_field_offsets(data: bytes) -> list[int]:
+    """Where length fields sit: pcap record incl_len/orig_len, pcapng block/option lengths."""
+    if data[:4] == b"\x0a\x0d\x0d\x0a":
+        return [4, 8, 12, 24, 28, 32, 36] + list(range(40, min(len(data), 400), 4))
+    return [16, 20, 32, 36] + list(range(40, min(len(data), 400), 4))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, len(_REAL) - 1), lies=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 0xFFFFFFFF)), max_size=3),
+       flips=st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 255)), max_size=4), keep=st.floats(0.0, 1.0))
+def test_real_captures_with_lying_lengths_end_cleanly_in_bounded_time_and_memory(which, lies, flips, keep):
+    import struct
+    import time
+    import tracemalloc
+
+    from verifier.wire.show import CaptureReading, connection_record
+
+    data = bytearray(_REAL[which])
+    offsets = _length_field_offsets(bytes(data))
+    for k, value in lies:
+        pos = offsets[k % len(offsets)]
+        if pos + 4 <= len(data):
+            struct.pack_into("<I", data, pos, value)
+    for pos, value in flips:
+        if pos < len(data):
+            data[pos] = value
+    data = bytes(data[: max(0, int(len(data) * keep))])
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        reading = CaptureReading(io.BytesIO(data))
+        for conn in reading.connections():
+            connection_record(conn)
+    except CaptureError as e:
+        assert e.offset is None or 0 <= e.offset <= len(data)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert time.monotonic() - t0 < 2.0
+    assert peak < 16 << 20, f"peak {peak} bytes for a {len(data)}-byte file"

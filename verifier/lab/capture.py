@@ -29,6 +29,10 @@ from verifier.lab.netns import Namespace, tool_path
 MARKER_PREFIX = b"verifier-marker-"
 MARKER_PORT_HOST = "127.0.0.1"  # markers are UDP datagrams a socket sends to itself: no ICMP reply
 MARKER_FRAME_MAX = 256  # bytes: a marker frame is ~100
+# A scenario that floods the wire is stopped: beyond these a capture keeps nothing more, and
+# overflow() tells the runner to kill the program (the seed's scenarios stay under 1 MiB).
+CAPTURE_MAX_PACKETS = 200_000
+CAPTURE_MAX_BYTES = 256 << 20
 LINKTYPE_ETHERNET = 1  # what Linux `lo` shows: a 14-byte Ethernet header with zero addresses
 SNAPLEN = 262144  # tcpdump's default for -s 0; lo's GSO packets stay below 64 KiB + headers
 READY_TIMEOUT_S = 5.0
@@ -150,6 +154,10 @@ class CaptureBackend(ABC):
     def stop(self, *, timeout: float = DRAIN_TIMEOUT_S, allow_drops: bool = False) -> CaptureResult:
         """Drain (the end marker was seen), stop, return the capture; CaptureFailed if the kernel dropped packets."""
 
+    def overflow(self) -> str | None:
+        """Why the capture stopped keeping packets (the scenario flooded), or None."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Release the sniffer without a result. Idempotent."""
@@ -214,6 +222,11 @@ def _close_in_background(sock: socket.socket) -> None:
     threading.Thread(target=sock.close, name="close-packet-socket", daemon=True).start()
 
 
+def _flood_message(packets: int, size: int) -> str:
+    return (f"the scenario flooded the capture (over {CAPTURE_MAX_PACKETS} packets or {CAPTURE_MAX_BYTES >> 20} MiB; "
+            f"{packets} packets, {size >> 20} MiB seen): it was stopped")
+
+
 class ScapyCapture(CaptureBackend):
     """An AF_PACKET socket on `lo` opened inside the namespace, read by a background thread; scapy writes the pcap.
 
@@ -230,6 +243,8 @@ class ScapyCapture(CaptureBackend):
         self._sender: _MarkerSender | None = None
         self._thread: threading.Thread | None = None
         self._frames: list[tuple[int, int, bytes]] = []  # (seconds, nanoseconds, frame)
+        self._bytes = 0
+        self._overflow: str | None = None
         self._truncated = 0
         self._start_token = new_marker("start")
         self._end_token = new_marker("end")
@@ -285,7 +300,12 @@ class ScapyCapture(CaptureBackend):
                     self._truncated += 1
                 token = marker_token(frame)
                 if token is None:
-                    frames.append((seconds, nanoseconds, frame))
+                    if self._overflow is None:
+                        self._bytes += len(frame)
+                        if len(frames) >= CAPTURE_MAX_PACKETS or self._bytes > CAPTURE_MAX_BYTES:
+                            self._overflow = _flood_message(len(frames), self._bytes)
+                        else:
+                            frames.append((seconds, nanoseconds, frame))
                 elif token == self._start_token:
                     self._start_seen.set()
                 elif token == self._end_token:
@@ -297,6 +317,10 @@ class ScapyCapture(CaptureBackend):
             self._reader_error = error
             self._start_seen.set()  # wake start()/stop(): they report the error
             self._end_seen.set()
+
+    def overflow(self) -> str | None:
+        """Why the capture stopped keeping packets (a flood), or None."""
+        return self._overflow
 
     def stop(self, *, timeout: float = DRAIN_TIMEOUT_S, allow_drops: bool = False) -> CaptureResult:
         if self._sock is None or self._sender is None:
@@ -478,6 +502,14 @@ class TcpdumpCapture(CaptureBackend):
                     message = self._stderr.decode(errors="replace").strip().replace("\n", "; ")
                     raise CaptureFailed(f"tcpdump exited before capturing: {message or 'no message'}")
                 self._stderr += chunk
+
+    def overflow(self) -> str | None:
+        """A flood: tcpdump's file grew past the cap (packets are not counted while it runs)."""
+        try:
+            size = os.stat(self._follower.path).st_size if self._follower else 0
+        except FileNotFoundError:
+            return None
+        return _flood_message(-1, size).replace("-1 packets, ", "") if size > CAPTURE_MAX_BYTES else None
 
     def _poll_for(self, token: bytes, within: float) -> bool:
         deadline = time.monotonic() + within

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -29,6 +29,7 @@ class ProgramResult:
     started: float  # epoch seconds at spawn
     stdout_dropped: int = 0  # bytes cut from the head of stdout to respect the cap
     stderr_dropped: int = 0
+    halted: str | None = None  # why `halt` stopped the program (then timed_out is True too)
 
 
 class _Tail:
@@ -157,6 +158,7 @@ def run_program(
     timeout: float,
     output_cap: int = 1 << 20,
     cancel: threading.Event | None = None,
+    halt: Callable[[], str | None] | None = None,
 ) -> ProgramResult:
     """Run `argv` to completion or until `timeout` seconds, whichever comes first.
 
@@ -179,6 +181,7 @@ def run_program(
     tails = {proc.stdout.fileno(): _Tail(output_cap), proc.stderr.fileno(): _Tail(output_cap)}
     out_tail, err_tail = tails.values()
     timed_out = False
+    halted: str | None = None
     duration: float | None = None
     try:
         with selectors.DefaultSelector() as selector:
@@ -220,6 +223,15 @@ def run_program(
                         if cancel.is_set():  # Ctrl-C / SIGTERM seen by the main thread
                             raise Cancelled("the run was interrupted")
                         wait = min(wait, CANCEL_POLL_S)
+                    if halt is not None and duration is None:
+                        reason = halt()
+                        if reason:  # e.g. the program floods the wire: stop it like a timeout
+                            halted = reason
+                            timed_out = True
+                            kill_tree(proc)
+                            duration = time.monotonic() - t0
+                            continue
+                        wait = min(wait, CANCEL_POLL_S)
                     for key, _ in selector.select(timeout=wait):
                         if key.fd == exit_fd:
                             if duration is None:
@@ -257,4 +269,5 @@ def run_program(
         started=started,
         stdout_dropped=out_tail.dropped,
         stderr_dropped=err_tail.dropped,
+        halted=halted,
     )

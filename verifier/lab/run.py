@@ -59,6 +59,13 @@ def _private_dir(user: tuple[int, int]) -> Path:
     return path
 
 
+def stderr_tail(text: str, lines: int = 5) -> list[str]:
+    """The last lines that say something: stack frames and the runtime's version banner left out."""
+    useful = [l.strip() for l in text.splitlines()
+              if l.strip() and not l.strip().startswith(("at ", "Node.js v", "^"))]
+    return useful[-lines:]
+
+
 def place_for(scenario: Scenario, family: str):
     """Where the scenario runs: its own namespace on Linux; the host's loopback elsewhere."""
     if family == "linux":
@@ -115,7 +122,7 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
                     raise Cancelled("the run was interrupted")
                 proc = run_program(
                     ns.command(runtime.command(program), user=user), env=env, cwd=str(work), timeout=scenario.timeout,
-                    cancel=stop,
+                    cancel=stop, halt=cap.overflow,
                 )
             except BaseException:
                 cap.close()  # interrupted: release the sniffer, keep nothing
@@ -132,15 +139,19 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
         result.problems += event_problems
         reading = CaptureReading(io.BytesIO(captured.pcap))
         result.connections = list(reading.connections())
-        if proc.timed_out:
+        if proc.halted:
+            result.problems.append(proc.halted)
+        elif proc.timed_out:
             result.problems.append(f"the program did not finish within {scenario.timeout:g} s and was killed")
         elif proc.returncode != 0:
             result.problems.append(f"the program exited with status {proc.returncode}")
+        elif expectation is not None and expectation.checks_segments and not result.connections:
+            result.problems.append("the program made no TCP connection: nothing of it was on the wire")
         if result.problems:
-            tail = proc.stderr.strip().splitlines()[-5:]
+            tail = stderr_tail(proc.stderr)
             if tail:
                 result.problems.append("its stderr ends: " + " | ".join(tail))
-        if expectation is not None:
+        elif expectation is not None:  # a program that failed is reported as that, not as a wire mismatch
             result.mismatches = match(expectation, segment_lines(result.connections), result.events)
         if keep_dir is not None:
             keep_dir.mkdir(parents=True, exist_ok=True)
