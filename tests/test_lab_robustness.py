@@ -120,3 +120,16 @@ def test_two_runs_at_once_both_pass():
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert all("4 runs: 4 held" in o for o in outs)
+
+
+def test_a_run_never_touches_the_hosts_firewall_sysctls_or_hosts_file():
+    def snapshot():
+        ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+        sysctls = {k: Path("/proc/sys/net/ipv4", k).read_text() for k in ("tcp_syn_retries", "tcp_syn_linear_timeouts")
+                   if Path("/proc/sys/net/ipv4", k).exists()}
+        return ruleset, sysctls, Path("/etc/hosts").read_bytes()
+
+    before = snapshot()
+    out = subprocess.run([sys.executable, "-m", "verifier", "run", "attempt-timeout", "lookup"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert snapshot() == before
