@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 from .wire.transcript import EventLine
 
 MAX_EVENTS = 10_000
 SIDES = ("client", "server", "listener")
+_KEY = re.compile(r"[A-Za-z_][\w.-]*")  # what the notation reads back as key=value
 
 
 def parse_events(text: str) -> tuple[list[EventLine], list[str]]:
@@ -24,7 +26,7 @@ def parse_events(text: str) -> tuple[list[EventLine], list[str]]:
             item = json.loads(raw)
             t, side, name = float(item["t"]), str(item["side"]), str(item["name"])
             args = item.get("args") or {}
-            if side not in SIDES or not isinstance(args, dict) or not name or " " in name:
+            if side not in SIDES or not isinstance(args, dict) or not name or " " in name or not all(_KEY.fullmatch(k) for k in args):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             problems.append(f"event log line {n} is not a probe event: {raw[:80]!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,20 @@ def event_comments(frame_times: list[float], events: list[EventLine]) -> dict[in
     return {k: "\n".join(v) for k, v in comments.items()}
 
 
+def _pcap_stamps_ns(pcap: bytes) -> list[int]:
+    """Exact per-record timestamps (ns) of a classic pcap (what the capture backends write); [] otherwise."""
+    for e in "<>":
+        if len(pcap) >= 24 and struct.unpack_from(e + "I", pcap)[0] in (0xA1B2C3D4, 0xA1B23C4D):
+            unit = 1 if struct.unpack_from(e + "I", pcap)[0] == 0xA1B23C4D else 1000
+            out, pos = [], 24
+            while pos + 16 <= len(pcap):
+                sec, frac, incl, _ = struct.unpack_from(e + "IIII", pcap, pos)
+                out.append(sec * 1_000_000_000 + frac * unit)
+                pos += 16 + incl
+            return out
+    return []
+
+
 def pcapng_for(result, plat: dict) -> bytes:
     info = CaptureInfo()
     frames = list(capture.read_frames(io.BytesIO(result.pcap), info))
@@ -78,8 +93,10 @@ def pcapng_for(result, plat: dict) -> bytes:
         + ([f"events before the first packet or without one: {len(result.events)}"] if not frames and result.events else []),
     )
     body = [head, pcapng.interface(linktype, snaplen=FIXTURE_SNAPLEN)]
+    stamps = _pcap_stamps_ns(result.pcap)
+    exact = len(stamps) == len(frames)
     for n, f in enumerate(frames):
-        body.append(pcapng.packet(f.t, f.data[:FIXTURE_SNAPLEN], f.orig_len, comments.get(n)))
+        body.append(pcapng.packet(f.t, f.data[:FIXTURE_SNAPLEN], f.orig_len, comments.get(n), stamps[n] if exact else None))
     return b"".join(body)
 
 

@@ -150,7 +150,9 @@ SEGMENT_RE = re.compile(
     + r"\s*$"
 )
 EVENT_RE = re.compile(r"^" + _TIME + r"(?P<side>client|server|listener)\s+(?P<name>\S+)(?P<args>(?:\s+.*)?)$")
-ARG_RE = re.compile(r'\s*([A-Za-z_][\w.]*)=("(?:[^"\\]|\\.)*"|\[[^\]]*\]|\S+)')
+ARG_RE = re.compile(r'\s*([A-Za-z_][\w.-]*)=')
+_BARE_VALUE = re.compile(r"\S+")
+_JSON = json.JSONDecoder()
 
 
 class NotationError(ValueError):
@@ -206,10 +208,21 @@ def parse_event(text: str) -> EventLine:
         if rest[pos:].strip() == "":
             break
         am = ARG_RE.match(rest, pos)
+        start = pos + len(rest[pos:]) - len(rest[pos:].lstrip())
         if not am:
-            raise NotationError(f"bad argument {rest[pos:].strip()!r}: use key=value", m.start("args") + pos + 1)
-        args.append((am.group(1), parse_value(am.group(2))))
-        pos = am.end()
+            raise NotationError(f"bad argument {rest[start:].strip()!r}: use key=value", m.start("args") + start + 1)
+        vpos = am.end()
+        if rest.startswith(('"', "["), vpos):
+            try:
+                value, pos = _JSON.raw_decode(rest, vpos)
+            except ValueError:
+                raise NotationError(f"bad value {rest[vpos:].strip()!r}: not JSON", m.start("args") + vpos + 1) from None
+        else:
+            vm = _BARE_VALUE.match(rest, vpos)
+            if vm is None:
+                raise NotationError(f"no value after {am.group(1)}=", m.start("args") + vpos + 1)
+            value, pos = parse_value(vm.group()), vm.end()
+        args.append((am.group(1), value))
     t = m["t"]
     return EventLine(m["side"], m["name"], tuple(args), None if t in (None, "*") else float(t))
 
