@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # command:Debian package pairs the lab and the tests need
 TOOLS  := tcpdump:tcpdump tshark:tshark nft:nftables ip:iproute2 setpriv:util-linux
 
-.PHONY: setup system test verify record show-corpus clean
+.PHONY: setup system test verify record show-corpus clean runtimes
 
 setup: system $(STAMP)
 
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-test: setup
+test: setup runtimes
 	$(PY) -m pytest
 
 verify: setup
@@ -41,6 +41,28 @@ record: setup
 
 show-corpus: setup
 	$(PY) -m verifier show ../shared/corpus/foreign/*.pcap*
+
+# make runtimes: the pinned runtimes of runtimes/package.json + package-lock.json (Node.js 22
+# and 24, Bun, Deno) from the npm registry into runtimes/node_modules, never globally. Platform
+# packages that carry their binary in the tarball; --ignore-scripts: no install script runs, so
+# nothing is fetched from anywhere else. Scenario programs run as an unprivileged user: the
+# binaries are made readable and executable by all, and checked by running them as `nobody`.
+RUNTIME_BINS := runtimes/node_modules/node22/bin/node runtimes/node_modules/node24/bin/node \
+                runtimes/node_modules/@oven/bun-linux-x64/bin/bun runtimes/node_modules/@deno/linux-x64-glibc/deno
+
+runtimes: runtimes/node_modules/.installed
+
+runtimes/node_modules/.installed: runtimes/package.json runtimes/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is not on PATH: it comes with Node.js (needed to install the pinned runtimes)"; exit 3; }
+	cd runtimes && npm ci --ignore-scripts --no-bin-links --no-audit --no-fund
+	chmod -R a+rX runtimes/node_modules
+	@as_nobody=""; [ "$$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 && as_nobody="setpriv --reuid=65534 --regid=65534 --clear-groups --"; \
+	for bin in $(RUNTIME_BINS); do \
+	  $$as_nobody $$bin --version >/dev/null 2>&1 \
+	    || { echo "$$bin does not run$${as_nobody:+ as uid 65534 (scenario programs run unprivileged): is a folder above it mode 0700?}"; exit 3; }; \
+	  echo "$$bin: $$($$bin --version | head -n 1)"; \
+	done
+	@touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info

