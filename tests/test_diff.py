@@ -140,3 +140,17 @@ def test_cli_bad_input_is_exit_2(tmp_path):
     out = verifier("diff", str(DATA / "malformed" / "empty-file.pcap"), str(FOREIGN / "linux-sll-lo-fin.pcap"))
     assert out.returncode == 2 and "empty file" in out.stderr
     assert verifier("diff", str(tmp_path), str(bad)).returncode == 2
+
+
+def test_a_different_first_address_is_named():
+    a = Behaviour("a", [HS + CLOSE3], labels=["[::1]:5000"])
+    b = Behaviour("b", [HS + CLOSE3], labels=["127.0.0.1:5000"])
+    assert "server address: ::1 (A) vs 127.0.0.1 (B)" in named(compare(a, b))
+    assert compare(a, Behaviour("c", [HS + CLOSE3], labels=["[::1]:6000"])).equal  # ports are noise
+
+
+def test_how_many_data_events_a_transfer_took_is_noise_unless_strict():
+    a = parse_transcript("server data len=65536\nserver data len=65536\nserver end\n", "a")
+    b = parse_transcript("server data len=131072\nserver end\n", "b")
+    assert compare(a, b).equal
+    assert not compare(a, b, strict=True).equal

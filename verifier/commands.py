@@ -60,6 +60,25 @@ def platform_info() -> dict:
             "machine": _platform.machine(), "python": _platform.python_version()}
 
 
+RUNS_DIR = Path(tempfile.gettempdir()) / "verifier-runs"
+
+
+def last_run_dir() -> Path:
+    """Where a run keeps its pcaps without --keep: /tmp/verifier-runs/<pid>/. The folders of
+    earlier runs whose process is gone are removed first, so they do not pile up."""
+    import shutil
+
+    import psutil
+
+    if RUNS_DIR.is_dir():
+        for d in RUNS_DIR.iterdir():
+            if d.name.isdigit() and not psutil.pid_exists(int(d.name)):
+                shutil.rmtree(d, ignore_errors=True)
+    here = RUNS_DIR / str(os.getpid())
+    here.mkdir(parents=True, exist_ok=True)
+    return here
+
+
 def cmd_run(args, out) -> int:
     from .lab import runtime as runtimes
     from .lab.netns import check_privileges, remove_leftovers
@@ -81,7 +100,7 @@ def cmd_run(args, out) -> int:
         raise EnvironmentProblem("capturing on lo0 needs root: run `sudo make verify`")
     rts = [runtimes.resolve(r) for r in (args.runtime or ["node"])]
     plat = platform_info()
-    keep = args.keep or Path(tempfile.mkdtemp(prefix="verifier-captures-"))
+    keep = args.keep or last_run_dir()
     jobs = [(s, expectations.get((s.name, str(s.program))), rt) for s in chosen for rt in rts]
     json_to_stdout = args.json == "-"
     table = ResultsTable(sys.stderr if json_to_stdout else out, total=len(jobs), matrix=len(rts) > 1)

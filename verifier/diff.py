@@ -230,6 +230,24 @@ def name_differences(la: list[SegmentLine], lb: list[SegmentLine], sa: list[Step
     return out
 
 
+def _host(label: str) -> str:
+    """The address of an endpoint label, without its port: "[::1]:5000" -> "::1"."""
+    host = label.rsplit(":", 1)[0] if label.count(":") == 1 or label.startswith("[") else label
+    return host.strip("[]")
+
+
+def event_steps(events: list[EventLine], strict: bool) -> list[Step]:
+    """Events as comparable steps; unless strict, a run of the same event (how many `data`
+    events a transfer took) compares as one."""
+    out: list[Step] = []
+    for e in events:
+        step = Step(_event_key(e), _event_text(e))
+        if not strict and out and out[-1].key == step.key:
+            continue
+        out.append(step)
+    return out
+
+
 def compare(a: Behaviour, b: Behaviour, strict: bool = False) -> Difference:
     diff = Difference(a.name, b.name)
     n = max(len(a.connections), len(b.connections))
@@ -242,6 +260,10 @@ def compare(a: Behaviour, b: Behaviour, strict: bool = False) -> Difference:
         fb = summary(as_connection(i + 1, lb)) if lb else {"outcome": "-", "fin_ack": None, "zeek_state": "-"}
         sa, sb = steps(la, strict), steps(lb, strict)
         named = name_differences(la, lb, sa, sb, fa, fb) if la and lb else []
+        ha = _host(a.labels[i]) if i < len(a.labels) and a.labels[i] else ""
+        hb = _host(b.labels[i]) if i < len(b.labels) and b.labels[i] else ""
+        if ha and hb and ha != hb:
+            named.insert(0, f"server address: {ha} (A) vs {hb} (B)")
         diff.connections.append(ConnectionDiff(
             i + 1, a.labels[i] if i < len(a.labels) else "", b.labels[i] if i < len(b.labels) else "",
             align(sa, sb), named, fa, fb,
@@ -250,8 +272,8 @@ def compare(a: Behaviour, b: Behaviour, strict: bool = False) -> Difference:
         # each side's events in its own order: how the client's and the server's callbacks
         # interleave in one process is scheduling, not behaviour
         for side in dict.fromkeys([e.side for e in a.events] + [e.side for e in b.events]):
-            ea = [Step(_event_key(e), _event_text(e)) for e in a.events if e.side == side]
-            eb = [Step(_event_key(e), _event_text(e)) for e in b.events if e.side == side]
+            ea = event_steps([e for e in a.events if e.side == side], strict)
+            eb = event_steps([e for e in b.events if e.side == side], strict)
             rows = align(ea, eb)
             diff.event_rows += rows
             only_a = [r[1] for r in rows if r[0] in "<|" and r[1]]

@@ -84,11 +84,15 @@ class ResultsTable:
         w.flush()
 
 
+MATRIX_WORD = {"held": "held", "failed": "differs", "error": "failed"}
+
+
 def matrix_table(results) -> str:
-    """scenario x runtime: held / failed / error."""
+    """scenario x runtime: held (the expectation held), differs (the wire or the events differ
+    from it), failed (the program or the lab failed: see the problems)."""
     runtimes = list(dict.fromkeys(r.runtime.name for r in results))
     names = list(dict.fromkeys(r.scenario.name for r in results))
-    cell = {(r.scenario.name, r.runtime.name): STATUS_WORD[r.status] for r in results}
+    cell = {(r.scenario.name, r.runtime.name): MATRIX_WORD[r.status] for r in results}
     width = max(len(n) for n in names)
     lines = [f"{'scenario':<{width}}  " + "  ".join(f"{rt:<8}" for rt in runtimes)]
     for n in names:

@@ -4,15 +4,22 @@
 // the client connects with autoSelectFamily: connectionAttempt on ::1, then connect. The client
 // then end()s and the server end()s on 'end': a clean FIN close.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, watch, watchServer } from "./probe.mjs";
+import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-server.on("connection", (socket) => {
-  watch(socket, "server");
-  socket.on("end", () => invoke(socket, "server", "end"));
-});
+const accepted = new Promise((resolve) =>
+  server.on("connection", (socket) => {
+    watch(socket, "server");
+    socket.on("end", () => invoke(socket, "server", "end"));
+    resolve(socket);
+  }));
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });
-client.on("connect", () => invoke(client, "client", "end"));
 client.on("close", () => done());
+// then a clean close: a 4-byte request the server reads first makes the close the same every
+// run (the server's ACK of the FIN rides on its own FIN; see client-end)
+const [, socket] = await Promise.all([once(client, "connect"), accepted]);
+invoke(client, "client", "write", "ping");
+await once(socket, "data");
+invoke(client, "client", "end");

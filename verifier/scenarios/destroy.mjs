@@ -15,7 +15,11 @@ const accepted = new Promise((resolve) =>
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });
-await Promise.all([once(client, "connect"), accepted]);
+const [, socket] = await Promise.all([once(client, "connect"), accepted]);
+// the client sends 3 bytes the server reads first (the client has nothing unread: the server sent
+// nothing); then the server's ACK of the client's FIN rides on its own FIN every run (see client-end)
+invoke(client, "client", "write", "bye");
+await once(socket, "data");
 invoke(client, "client", "destroy");
 server.close(); // 'close' once the server-side socket has closed too
 await once(server, "close");

@@ -6,6 +6,8 @@
 // would reach the client's kernel buffer before the client's first read, and one read would
 // return all six bytes: the server writes "123" once the client is connected, and "456" on the
 // next tick after the client's first 'data'. Then the client end()s, the server end()s on 'end'.
+// The exchange starts with a 2-byte request from the client ("go"): having received data, the
+// server delays its ACK of the client's FIN ~40 ms, so the ACK rides on its FIN every run.
 import * as net from "node:net";
 import process from "node:process";
 import { connect, done, env, familyOptions, fail, invoke, listen, log, once, watch, watchServer } from "./probe.mjs";
@@ -30,4 +32,5 @@ client.on("data", () => {
   else if (client.bytesRead === 6) invoke(client, "client", "end");
   else fail(`client has read ${client.bytesRead} bytes: expected 3, then 6`);
 });
-write("123");
+socket.once("data", () => write("123"));
+invoke(client, "client", "write", "go");

@@ -18,4 +18,8 @@ const client = connect("client", { host: env.host, port: env.port, allowHalfOpen
 client.on("end", () => invoke(client, "client", "end"));
 client.on("close", () => done());
 const [, socket] = await Promise.all([once(client, "connect"), accepted]);
+// the client reads a 5-byte greeting first: then Linux delays its ACK of the server's FIN ~40 ms
+// and the client's end() wins, so the ACK rides on the client's FIN (see client-end)
+invoke(socket, "server", "write", "hello");
+await once(client, "data");
 invoke(socket, "server", "end");
