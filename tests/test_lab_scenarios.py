@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,12 +17,12 @@ from verifier.commands import platform_info
 from verifier.expectation import parse as parse_expectation
 from verifier.lab import runtime as runtimes
 from verifier.lab.capture import CaptureResult, capture_backend
-from verifier.lab.netns import NETNS_RUN_DIR, Namespace, unprivileged_user
+from verifier.lab.netns import NETNS_RUN_DIR, unprivileged_user
 from verifier.lab.process import run_program
-from verifier.lab.run import run_many
+from verifier.lab.run import place_for, program_env, run_many, stage_program
 from verifier.match import match
 from verifier.record import transcript_for
-from verifier.scenario import PROBE, Scenario, builtin
+from verifier.scenario import Scenario, builtin
 from verifier.timeline import ladder, merge, segment_lines, transcript_text
 from verifier.wire.capture import read_frames
 from verifier.wire.model import CaptureInfo
@@ -102,21 +101,13 @@ def run_with_both_backends(s: Scenario, rt) -> tuple[dict[str, CaptureResult], o
     with tempfile.TemporaryDirectory(prefix="verifier-test-run-") as directory:
         work = Path(directory)
         os.chown(work, *user)
-        program = work / s.program.name
-        shutil.copyfile(s.program, program)
-        shutil.copyfile(PROBE, work / PROBE.name)
-        events_file = work / "events.jsonl"
-        events_file.touch()
-        for p in (program, work / PROBE.name, events_file):
-            os.chown(p, *user)
-        nft = "\n".join(s.substitute(rule) for rule in s.nft) or None
-        with Namespace(s.name, sysctls=dict(s.sysctls), nft_ruleset=nft) as ns:
+        program, events_file = stage_program(s, work, user)
+        with place_for(s, "linux") as ns:
             captures = {name: capture_backend(name) for name in ("scapy", "tcpdump")}
             try:
                 for cap in captures.values():
                     cap.start(ns)
-                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work),
-                       "VERIFIER_EVENTS": str(events_file), **s.env, **rt.env}
+                env = program_env(s, rt, work, events_file)
                 proc = run_program(ns.command(rt.command(program), user=user), env=env, cwd=str(work), timeout=s.timeout)
                 results = {name: cap.stop() for name, cap in captures.items()}
             finally:

@@ -59,6 +59,24 @@ def _private_dir(user: tuple[int, int]) -> Path:
     return path
 
 
+def stage_program(scenario: Scenario, work: Path, user: tuple[int, int]) -> tuple[Path, Path]:
+    """Copy the program and the probe into `work`, with an empty event log, all owned by `user`."""
+    program = work / scenario.program.name
+    shutil.copyfile(scenario.program, program)
+    shutil.copyfile(PROBE, work / PROBE.name)
+    events_file = work / "events.jsonl"
+    events_file.touch()
+    for p in (program, work / PROBE.name, events_file):
+        os.chown(p, *user)
+    return program, events_file
+
+
+def program_env(scenario: Scenario, runtime: Runtime, work: Path, events_file: Path) -> dict[str, str]:
+    """Exactly the environment a scenario program gets."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "VERIFIER_EVENTS": str(events_file),
+            **scenario.env, **runtime.env}
+
+
 def stderr_tail(text: str, lines: int = 5) -> list[str]:
     """The last lines that say something: stack frames and the runtime's version banner left out."""
     useful = [l.strip() for l in text.splitlines()
@@ -100,24 +118,12 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
     user = unprivileged_user()
     work = _private_dir(user)
     try:
-        program = work / scenario.program.name
-        shutil.copyfile(scenario.program, program)
-        shutil.copyfile(PROBE, work / PROBE.name)
-        events_file = work / "events.jsonl"
-        events_file.touch()
-        for p in (program, work / PROBE.name, events_file):
-            os.chown(p, *user)
+        program, events_file = stage_program(scenario, work, user)
         with place_for(scenario, family) as ns:
             cap = capture_for(backend, family, scenario)
             cap.start(ns)
             try:
-                env = {
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                    "HOME": str(work),
-                    "VERIFIER_EVENTS": str(events_file),
-                    **scenario.env,
-                }
-                env.update(runtime.env)
+                env = program_env(scenario, runtime, work, events_file)
                 if stop is not None and stop.is_set():
                     raise Cancelled("the run was interrupted")
                 proc = run_program(
