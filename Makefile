@@ -66,3 +66,24 @@ runtimes/node_modules/.installed: runtimes/package.json runtimes/package-lock.js
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# make bench: the benchmarks of bench/ (bench/README.md: the latest figures, how to read them).
+# WHICH=harness: harness overhead per scenario and the catalogue, against a sleep-based harness.
+# WHICH=show: `verifier show --json` on a ~1M-packet and a ~200k-packet capture against tshark,
+# dpkt and scapy (the captures are made once, as root, by bench/gen_capture.py: ~2 min).
+# Default: both. Needs root (namespaces); the bench extras go into .venv only.
+WHICH ?= all
+.PHONY: bench
+bench: setup
+	$(PY) -m pip install -q -r bench/requirements.txt
+	@if [ "$(WHICH)" != harness ]; then \
+	  for spec in 120000:conn120k 25000:conn25k; do \
+	    file=bench/data/$${spec##*:}.pcap; \
+	    test -f $$file || $(PY) bench/gen_capture.py --connections $${spec%%:*} --out $$file || exit $$?; \
+	  done; \
+	  $(PY) bench/check_fast_paths.py bench/data/conn25k.pcap || exit $$?; \
+	  $(PY) bench/bench_show.py --json bench/data/results-show.json || exit $$?; \
+	fi
+	@if [ "$(WHICH)" != show ]; then \
+	  $(PY) bench/bench_harness.py --profile --json bench/data/results-harness.json || exit $$?; \
+	fi

@@ -49,8 +49,10 @@ def _open_capture(path: str):
 
 
 def cmd_show(args, out) -> int:
+    import gc
+
     from .wire.capture import read_frames
-    from .wire.show import CaptureReading, connection_record, connection_text
+    from .wire.show import CaptureReading, connection_text
 
     # Check every file's header first: a file that is not a capture prints nothing at all.
     for path in args.files:
@@ -62,43 +64,53 @@ def cmd_show(args, out) -> int:
     # Then stream. An error further into a file (after valid records) ends the output cleanly:
     # what was read is shown, the document is complete, and the error is the exit status.
     failure: CaptureError | None = None
-    if args.json:
-        out.write('{"files": [')
-    for n, path in enumerate(args.files):
-        with _open_capture(path) as stream:
-            reading = CaptureReading(stream)
-            conns = reading.connections()
-            if args.json:
-                out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')
-            else:
-                out.write(f"== {path}\n")
-            count = 0
-            try:
-                for conn in conns:
-                    if args.json:
-                        out.write(("," if count else "") + "\n  " + json.dumps(connection_record(conn)))
+    # A capture's segments and connections hold no reference cycles: reference counting frees
+    # them all, and the cyclic collector would only walk the ~10^5 live objects again and again
+    # (half the run time on a million-packet file). Off while streaming, restored after.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        if args.json:
+            out.write('{"files": [')
+        for n, path in enumerate(args.files):
+            with _open_capture(path) as stream:
+                reading = CaptureReading(stream)
+                if args.json:
+                    out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')
+                else:
+                    out.write(f"== {path}\n")
+                count = 0
+                try:
+                    if args.json:  # connection_json(conn) of each of reading.connections(), faster
+                        for text in reading.connections_json():
+                            out.write(("," if count else "") + "\n  " + text)
+                            count += 1
                     else:
-                        out.write(connection_text(conn, verbose=args.verbose) + "\n\n")
-                    count += 1
-            except CaptureError as e:
-                failure = CaptureError(f"{path}: {e.message}", e.offset)
-                reading.info.warnings.append(f"stopped reading: {failure}")
-            s = reading.stats
-            if args.json:
-                out.write(
-                    f'], "packets": {s.packets}, "tcp_packets": {s.tcp}, "other_packets": {s.other}, '
-                    f'"duplicates_removed": {s.duplicates}, "warnings": {json.dumps(reading.warnings())}, '
-                    f'"format": {json.dumps(reading.info.format)}, "sections": {json.dumps(reading.info.sections)}' + "}"
-                )
-            else:
-                plural = "" if count == 1 else "s"
-                out.write(f"{s.packets} packets ({s.tcp} TCP, {s.other} other), {count} connection{plural}\n")
-                for w in reading.warnings():
-                    out.write(f"warning: {path}: {w}\n")
-        if failure is not None:
-            break
-    if args.json:
-        out.write("\n]}\n")
+                        for conn in reading.connections():
+                            out.write(connection_text(conn, verbose=args.verbose) + "\n\n")
+                            count += 1
+                except CaptureError as e:
+                    failure = CaptureError(f"{path}: {e.message}", e.offset)
+                    reading.info.warnings.append(f"stopped reading: {failure}")
+                s = reading.stats
+                if args.json:
+                    out.write(
+                        f'], "packets": {s.packets}, "tcp_packets": {s.tcp}, "other_packets": {s.other}, '
+                        f'"duplicates_removed": {s.duplicates}, "warnings": {json.dumps(reading.warnings())}, '
+                        f'"format": {json.dumps(reading.info.format)}, "sections": {json.dumps(reading.info.sections)}' + "}"
+                    )
+                else:
+                    plural = "" if count == 1 else "s"
+                    out.write(f"{s.packets} packets ({s.tcp} TCP, {s.other} other), {count} connection{plural}\n")
+                    for w in reading.warnings():
+                        out.write(f"warning: {path}: {w}\n")
+            if failure is not None:
+                break
+        if args.json:
+            out.write("\n]}\n")
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     if failure is not None:
         raise failure
     return EXIT_OK

@@ -89,6 +89,24 @@ _S = {
 
 def read_frames(stream: BinaryIO, info: CaptureInfo | None = None) -> Iterator[Frame]:
     """Yield every packet record of a pcap or pcapng `stream` as a `Frame`, filling `info`."""
+    return _frames(read_records(stream, info))  # header errors are raised here, before the first next()
+
+
+def _frames(records: Iterator[tuple]) -> Iterator[Frame]:
+    for r in records:
+        frame = Frame(r[0], r[1], r[2], r[3][r[4] : r[5]], r[6], r[7], r[8], r[9])
+        del r  # hold no reference to the reader's chunk while it reads the next one
+        yield frame
+
+
+def read_records(stream: BinaryIO, info: CaptureInfo | None = None) -> Iterator[tuple]:
+    """`read_frames` without the `Frame`s: for each packet record a tuple
+    (index, t, linktype, buf, start, end, orig_len, comment, interface, section) whose captured
+    bytes are `buf[start:end]` (`buf` is the reader's current chunk: use it before the next record).
+
+    For readers that decode in place (`verifier show` on million-packet files): no copy of
+    the packet bytes and no object per packet. Same checks, errors, warnings and `info`.
+    """
     if info is None:
         info = CaptureInfo()
     buf = _fill(stream, b"", 24)
@@ -128,7 +146,7 @@ def _truncated(info: CaptureInfo, what: str, offset: int) -> None:
 # --------------------------------------------------------------------------- classic pcap
 
 
-def _read_pcap(stream: BinaryIO, buf: bytes, info: CaptureInfo, e: str, magic: int) -> Iterator[Frame]:
+def _read_pcap(stream: BinaryIO, buf: bytes, info: CaptureInfo, e: str, magic: int) -> Iterator[tuple]:
     info.format = "pcap"
     if len(buf) < 24:
         raise CaptureError(f"truncated pcap file header ({len(buf)} of 24 bytes)", 0)
@@ -153,7 +171,7 @@ def _read_pcap(stream: BinaryIO, buf: bytes, info: CaptureInfo, e: str, magic: i
     return _pcap_records(stream, buf, info, s, magic, linktype, scale, limit)
 
 
-def _pcap_records(stream, buf, info, s, magic, linktype, scale, limit) -> Iterator[Frame]:
+def _pcap_records(stream, buf, info, s, magic, linktype, scale, limit) -> Iterator[tuple]:
     rec = s["pcap_rec_modified" if magic == PCAP_MAGIC_MODIFIED else "pcap_rec"]
     hlen = rec.size
     unpack_from = rec.unpack_from
@@ -188,7 +206,7 @@ def _pcap_records(stream, buf, info, s, magic, linktype, scale, limit) -> Iterat
                 _truncated(info, "record", base)
                 return
         index += 1
-        yield Frame(index, (sec * scale + frac) / scale, linktype, buf[start:end], orig)
+        yield index, (sec * scale + frac) / scale, linktype, buf, start, end, orig, None, 0, 0
         pos = end
 
 
@@ -220,7 +238,7 @@ def _comment(opts: list[tuple[int, bytes]]) -> str | None:
     return "\n".join(texts) if texts else None
 
 
-def _read_pcapng(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[Frame]:
+def _read_pcapng(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[tuple]:
     info.format = "pcapng"
     # the first section header must be valid, or this is no pcapng file at all: check it now
     # (before the first next()) so that the caller gets the error even for an empty iteration
@@ -243,7 +261,7 @@ def _shb_byte_order(buf: bytes, pos: int, offset: int) -> str:
     raise CaptureError(f"bad pcapng byte-order magic 0x{bom.hex()} (not a pcapng file?)", offset + 8)
 
 
-def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[Frame]:
+def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[tuple]:
     base = 0
     pos = 0
     n = len(buf)
@@ -311,9 +329,9 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
             opt_start = pos + 28 + ((caplen + 3) & ~3)
             if opt_start < end - 4:
                 comment = _comment(_options(buf, opt_start, end - 4, s, base, "enhanced packet block"))
-                yield Frame(index, last_t, lt, buf[pos + 28 : data_end], orig, comment, iface, section)
+                yield index, last_t, lt, buf, pos + 28, data_end, orig, comment, iface, section
             else:
-                yield Frame(index, last_t, lt, buf[pos + 28 : data_end], orig, None, iface, section)
+                yield index, last_t, lt, buf, pos + 28, data_end, orig, None, iface, section
         elif btype == _SPB:
             if blen < 16:
                 raise CaptureError(f"simple packet block too short ({blen} bytes)", base + pos + 4)
@@ -325,7 +343,7 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
             if snaplen and caplen > snaplen:
                 caplen = snaplen
             index += 1
-            yield Frame(index, last_t, lt, buf[pos + 12 : pos + 12 + caplen], orig, None, 0, section)
+            yield index, last_t, lt, buf, pos + 12, pos + 12 + caplen, orig, None, 0, section
         elif btype == _PB:
             if blen < 32:
                 raise CaptureError(f"packet block too short ({blen} bytes)", base + pos + 4)
@@ -343,7 +361,7 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
             last_t = (((hi << 32) | lo) + off) / units
             opt_start = pos + 28 + ((caplen + 3) & ~3)
             comment = _comment(_options(buf, opt_start, end - 4, s, base, "packet block")) if opt_start < end - 4 else None
-            yield Frame(index, last_t, lt, buf[pos + 28 : data_end], orig, comment, iface, section)
+            yield index, last_t, lt, buf, pos + 28, data_end, orig, comment, iface, section
         elif btype == _IDB:
             if blen < 20:
                 raise CaptureError(f"interface description block too short ({blen} bytes)", base + pos + 4)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable, Iterator
 
 from .model import ACK, FIN, RST, SYN, Segment
 
 MOD = 1 << 32
+HALF = 1 << 31
 
 # Linux `lo` hands a raw-socket sniffer every packet twice (the outgoing copy and the incoming
 # one), microseconds apart. A copy is identical to the original in every header field; a real
@@ -22,26 +24,58 @@ DUPLICATE_LOOKBACK = 4
 LINGER = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class RelSegment:
-    """A segment of a connection, seen from the connection: its side and relative seq/ack."""
+class RelSegment(tuple):
+    """A segment of a connection, seen from the connection: its side and relative seq/ack.
 
-    side: str  # "C" (sent by the client) or "S"
-    seq: int  # relative, as Wireshark computes it
-    ack: int  # relative; 0 when the ACK flag is not set
-    segment: Segment
+    Immutable, with the fields side (the sender: "C" for the client, "S"), seq and ack (relative,
+    as Wireshark computes them; ack is 0 when the ACK flag is not set) and segment (the `Segment`).
+    A tuple underneath: a million are made reading a big capture, and a frozen dataclass's
+    __init__ costs ~4x more. Compares equal only to another RelSegment, as a dataclass would.
+    """
+
+    __slots__ = ()
+    __match_args__ = ("side", "seq", "ack", "segment")
+
+    def __new__(cls, side: str, seq: int, ack: int, segment: Segment) -> RelSegment:
+        return tuple.__new__(cls, (side, seq, ack, segment))
+
+    side = property(itemgetter(0))
+    seq = property(itemgetter(1))
+    ack = property(itemgetter(2))
+    segment = property(itemgetter(3))
 
     @property
     def flags(self) -> int:
-        return self.segment.flags
+        return self[3].flags
 
     @property
     def length(self) -> int:
-        return self.segment.payload_len
+        return self[3].payload_len
 
     @property
     def t(self) -> float:
-        return self.segment.t
+        return self[3].t
+
+    def __repr__(self) -> str:
+        return f"RelSegment(side={self[0]!r}, seq={self[1]!r}, ack={self[2]!r}, segment={self[3]!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return tuple.__ne__(self, other)
+
+    __hash__ = tuple.__hash__
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self)
+
+
+_new_rel = tuple.__new__
 
 
 @dataclass(slots=True)
@@ -75,51 +109,58 @@ class Connection:
 
     def add(self, seg: Segment) -> bool:
         """Add a segment (sent in this connection); False if it was a loopback duplicate copy."""
-        side = "C" if (seg.src, seg.sport) == self.client else "S"
-        if self._is_duplicate(seg, side):
-            self.duplicates += 1
-            return False
-        peer = "S" if side == "C" else "C"
+        client = self.client
+        if seg.sport == client[1] and seg.src == client[0]:
+            side, peer = "C", "S"
+        else:
+            side, peer = "S", "C"
+        segments = self.segments
+        seq = seg.seq
+        ack = seg.ack
         flags = seg.flags
+        if segments:  # a loopback duplicate copy? (see DUPLICATE_WINDOW)
+            t = seg.t
+            for prev in segments[-DUPLICATE_LOOKBACK:]:
+                p = prev[3]
+                if (
+                    p.seq == seq
+                    and p.ack == ack
+                    and prev[0] == side
+                    and t - p.t <= DUPLICATE_WINDOW
+                    and p.flags == flags
+                    and p.payload_len == seg.payload_len
+                    and p.win == seg.win
+                    and p.ip_id == seg.ip_id
+                    and p.options == seg.options
+                ):
+                    self.duplicates += 1
+                    return False
+        base = self._base
         if flags & SYN:
             if side not in self._base_from_syn:
-                self._base[side] = seg.seq
+                base[side] = seq
                 self._base_from_syn.add(side)
             if side == "C" and not flags & ACK and self._client_isn is None:
-                self._client_isn = seg.seq
-        elif side not in self._base:
-            self._base[side] = (seg.seq - 1) % MOD
-        if flags & ACK and peer not in self._base:
-            self._base[peer] = (seg.ack - 1) % MOD
-        rel_seq = (seg.seq - self._base[side]) % MOD
-        rel_ack = (seg.ack - self._base[peer]) % MOD if flags & ACK else 0
-        self.segments.append(RelSegment(side, rel_seq, rel_ack, seg))
+                self._client_isn = seq
+        elif side not in base:
+            base[side] = (seq - 1) % MOD
+        if flags & ACK:
+            if peer not in base:
+                base[peer] = (ack - 1) % MOD
+            segments.append(_new_rel(RelSegment, (side, (seq - base[side]) % MOD, (ack - base[peer]) % MOD, seg)))
+        else:
+            segments.append(_new_rel(RelSegment, (side, (seq - base[side]) % MOD, 0, seg)))
         # closing bookkeeping
-        if flags & RST:
-            self._rst = True
-        if flags & FIN:
-            self._fin_end[side] = (seg.seq + seg.payload_len + (1 if flags & SYN else 0) + 1) % MOD
-        peer_fin = self._fin_end.get(peer)
-        if flags & ACK and peer_fin is not None and seq_geq(seg.ack, peer_fin):
-            self._fin_acked.add(peer)
+        if flags & (RST | FIN):
+            if flags & RST:
+                self._rst = True
+            if flags & FIN:
+                self._fin_end[side] = (seq + seg.payload_len + (1 if flags & SYN else 0) + 1) % MOD
+        if flags & ACK and self._fin_end:
+            peer_fin = self._fin_end.get(peer)
+            if peer_fin is not None and ((ack - peer_fin) % MOD) < HALF:  # seq_geq(ack, peer_fin)
+                self._fin_acked.add(peer)
         return True
-
-    def _is_duplicate(self, seg: Segment, side: str) -> bool:
-        for prev in self.segments[-DUPLICATE_LOOKBACK:]:
-            p = prev.segment
-            if (
-                prev.side == side
-                and seg.t - p.t <= DUPLICATE_WINDOW
-                and p.seq == seg.seq
-                and p.ack == seg.ack
-                and p.flags == seg.flags
-                and p.payload_len == seg.payload_len
-                and p.win == seg.win
-                and p.ip_id == seg.ip_id
-                and p.options == seg.options
-            ):
-                return True
-        return False
 
     def starts_anew(self, seg: Segment) -> bool:
         """Whether a SYN reusing this finished 4-tuple opens a new connection."""
@@ -152,28 +193,30 @@ def track(segments: Iterable[Segment], linger: float = LINGER) -> Iterator[Conne
     Streaming: a connection is yielded once it and every connection that started before it
     are finished and `linger` seconds of capture time have passed, or at the end of input.
     """
+    # each open connection under both directions of its 4-tuple: one lookup, no sorting
     open_by_key: dict[tuple, Connection] = {}
-    pending: OrderedDict[int, Connection] = OrderedDict()
+    pending: deque[Connection] = deque()
     count = 0
     for seg in segments:
-        key = _key(seg)
+        key = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = open_by_key.get(key)
-        if conn is not None and conn.starts_anew(seg):
-            conn = None
-        if conn is None:
+        if conn is None or (seg.flags & SYN and conn.starts_anew(seg)):
             count += 1
             client, server = _roles(seg)
             conn = Connection(count, client, server)
             open_by_key[key] = conn
-            pending[count] = conn
+            open_by_key[(seg.dst, seg.dport, seg.src, seg.sport)] = conn
+            pending.append(conn)
         conn.add(seg)
         # hand on finished connections from the head of the queue
         while pending:
-            head = next(iter(pending.values()))
-            if not head.finished or seg.t - head.last_t < linger:
+            head = pending[0]
+            if not (head._rst or len(head._fin_acked) == 2) or seg.t - head.segments[-1][3].t < linger:
                 break
-            pending.popitem(last=False)
-            if open_by_key.get(_key(head.segments[0].segment)) is head:
-                del open_by_key[_key(head.segments[0].segment)]
+            pending.popleft()
+            first = head.segments[0][3]
+            for k in ((first.src, first.sport, first.dst, first.dport), (first.dst, first.dport, first.src, first.sport)):
+                if open_by_key.get(k) is head:
+                    del open_by_key[k]
             yield head
-    yield from pending.values()
+    yield from pending

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 from . import capture, decode
 from .classify import summary
-from .connections import Connection, RelSegment, track
-from .model import CaptureInfo
+from .connections import DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Connection, RelSegment, track
+from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
 from .transcript import SegmentLine, flags_text, options_text
 
 
@@ -30,19 +33,27 @@ class CaptureReading:
 
     def segments(self):
         stats = self.stats
-        for frame in capture.read_frames(self.stream, self.info):
-            stats.packets += 1
-            seg = decode.decode(frame)
-            if seg is None:
-                stats.other += 1
-                continue
-            stats.tcp += 1
-            yield seg
+        packets = tcp = 0
+        try:
+            for seg in decode.segments(capture.read_records(self.stream, self.info)):
+                packets += 1
+                if seg is not None:
+                    tcp += 1
+                    yield seg
+        finally:  # counted in locals (faster), published however the reading ends
+            stats.packets += packets
+            stats.tcp += tcp
+            stats.other += packets - tcp
 
     def connections(self) -> Iterator[Connection]:
         for conn in track(self.segments()):
             self.stats.duplicates += conn.duplicates
             yield conn
+
+    def connections_json(self, linger: float = LINGER) -> Iterator[str]:
+        """`connection_json(conn)` for each of `connections()`, the same texts in the same order,
+        stats and info the same after it, from one loop with no object per packet (see "the fast path" below)."""
+        return _json_connections(self, linger)
 
     def warnings(self) -> list[str]:
         out = list(self.info.warnings)
@@ -111,3 +122,342 @@ def connection_record(conn: Connection) -> dict:
         ],
     }
     return record
+
+
+# %s of an int (or a finite float) is its JSON text; t's %r too
+_SEGMENT_JSON = '{"t": %r, "from": "%s", "flags": "%s", "seq": %s, "ack": %s, "len": %s, "frame": %s, "win": %s}'
+_FROM = {"C": "client", "S": "server"}
+_flags_cache: dict[int, str] = {}
+
+
+def connection_json(conn: Connection, facts: dict | None = None) -> str:
+    """`json.dumps(connection_record(conn))`, the same text, built without the records (for big files)."""
+    facts = facts or summary(conn)
+    flags_cache = _flags_cache
+    fmt = _SEGMENT_JSON
+    sides = _FROM
+    parts = []
+    append = parts.append
+    for side, seq, ack, seg in conn.segments:
+        flags = seg.flags
+        text = flags_cache.get(flags)
+        if text is None:
+            text = flags_text(flags)
+            if len(flags_cache) < 4096:
+                flags_cache[flags] = text
+        t = seg.t
+        if t - t:  # inf or nan: json writes Infinity/NaN (an int's text is the same as %r's)
+            return json.dumps(connection_record(conn))
+        append(fmt % (t, sides[side], text, seq, ack, seg.payload_len, seg.index, seg.win))
+    dumps = json.dumps
+    return (
+        f'{{"client": {dumps(endpoint_text(*conn.client))}, "server": {dumps(endpoint_text(*conn.server))}, '
+        f'"outcome": {dumps(facts["outcome"])}, "fin_ack": {dumps(facts["fin_ack"])}, '
+        f'"zeek_state": {dumps(facts["zeek_state"])}, "index": {conn.index}, "segments": [{", ".join(parts)}]}}'
+    )
+
+
+_INF = float("inf")
+
+
+# --- the fast path of `show --json` ------------------------------------------------------------
+# connections() makes a Segment and a RelSegment per packet and connection_json formats every
+# segment on its own. On a million-packet capture that is most of the run time, so `show --json`
+# takes this path instead: one loop that does the same work on plain tuples, a packet being one
+# tuple in its connection's list —
+# - decode: decode.segments' fast path (Ethernet + IPv4/IPv6 + TCP), inline; anything else is
+#   decoded by decode.decode; TCP options are kept raw and parsed only to compare duplicates;
+# - tracking: track() and Connection.add's rules, step for step (roles, bases, relative numbers,
+#   duplicates, reuse of a finished 4-tuple, hand-on after LINGER);
+# - facts and text, memoised by the connection's *shape* (per segment: side, relative seq and ack,
+#   flags, length). classify reads nothing else of a segment but frame order (the list order),
+#   and compares raw numbers only with seq_geq between numbers of one side's sequence space, so
+#   its verdict is a function of the shape while each side's base stays put (a SYN after other
+#   segments of its side moves it: such connections are classified from real objects, as are
+#   long ones); the shape's JSON is a template with only t, frame and win to fill in.
+# bench/check_fast_paths.py compares this path with connections() + connection_json on every capture.
+
+SHAPE_MAX_SEGMENTS = 32  # longer connections are classified and formatted one by one
+SHAPE_MEMO_MAX = 1024  # shapes remembered (cleared when full: memory stays bounded)
+_HALF = 1 << 31
+_DIGITS3 = ["%03d" % i for i in range(1000)]  # "007"
+_DIGITS3_STRIPPED = [("%03d" % i).rstrip("0") for i in range(1000)]  # "007", "05" for 50, "" for 0
+
+
+class _Conn:
+    """A connection being tracked by the fast path (what Connection holds, in plain slots)."""
+
+    __slots__ = ("index", "client", "server", "caddr", "cport", "segs", "keys", "base_c", "base_s", "syn_c", "syn_s",
+                 "client_isn", "fin_c", "fin_s", "acked_c", "acked_s", "rst", "duplicates", "moved")
+
+    def __init__(self, index, client, server, keys):
+        self.index = index
+        self.client = client  # (address as packed bytes, port): the text only when it is handed on
+        self.server = server
+        self.caddr, self.cport = client
+        self.segs = []  # per segment: (side, rel seq, rel ack, flags, len, t, frame, win, seq, ack, ip_id, options, comment)
+        self.keys = keys
+        self.base_c = self.base_s = self.client_isn = self.fin_c = self.fin_s = None
+        self.syn_c = self.syn_s = self.acked_c = self.acked_s = self.rst = self.moved = False
+        self.duplicates = 0
+
+
+def _parsed_options(options) -> tuple:
+    return options if options.__class__ is tuple else decode._options(options, 0, len(options))
+
+
+def _same_options(a, b) -> bool:
+    if a == b:
+        return True
+    if a.__class__ is tuple and b.__class__ is tuple:
+        return False
+    return _parsed_options(a) == _parsed_options(b)
+
+
+def _connection(c: _Conn) -> Connection:
+    """The real Connection of a fast-path connection (Segments, RelSegments, bookkeeping)."""
+    (caddr, cport), (saddr, sport) = client, server = _text_endpoint(c.client), _text_endpoint(c.server)
+    conn = Connection(c.index, client, server)
+    family = 6 if ":" in caddr else 4
+    out = conn.segments
+    for side, rseq, rack, flags, length, t, index, win, seq, ack, ip_id, options, comment in c.segs:
+        if side == "C":
+            seg = Segment(index, t, family, caddr, cport, saddr, sport, seq, ack, flags, win, length,
+                          _parsed_options(options), ip_id, comment)
+        else:
+            seg = Segment(index, t, family, saddr, sport, caddr, cport, seq, ack, flags, win, length,
+                          _parsed_options(options), ip_id, comment)
+        out.append(RelSegment(side, rseq, rack, seg))
+    conn.duplicates = c.duplicates
+    conn._base = {k: v for k, v in (("C", c.base_c), ("S", c.base_s)) if v is not None}
+    conn._base_from_syn = {k for k, v in (("C", c.syn_c), ("S", c.syn_s)) if v}
+    conn._client_isn = c.client_isn
+    conn._fin_end = {k: v for k, v in (("C", c.fin_c), ("S", c.fin_s)) if v is not None}
+    conn._fin_acked = {k for k, v in (("C", c.acked_c), ("S", c.acked_s)) if v}
+    conn._rst = c.rst
+    return conn
+
+
+def _text_endpoint(endpoint: tuple[bytes, int]) -> tuple[str, int]:
+    raw, port = endpoint
+    return decode._addr_cache.get(raw) or decode._addr(raw), port
+
+
+_packed_cache: dict[str, bytes] = {}
+
+
+def _packed(address: str) -> bytes:
+    """The packed bytes of an address text as decode writes it (the inverse of decode._addr)."""
+    raw = _packed_cache.get(address)
+    if raw is None:
+        if len(_packed_cache) >= 65536:
+            _packed_cache.clear()
+        raw = _packed_cache[address] = ipaddress.ip_address(address).packed
+    return raw
+
+
+def _segment_template(r: tuple) -> str:
+    """One segment's JSON with t, frame and win left as %s (the rest is fixed by the shape)."""
+    flags = r[3]
+    text = _flags_cache.get(flags) or flags_text(flags)
+    return (f'{{"t": %s, "from": "{_FROM[r[0]]}", "flags": "{text}", "seq": {r[1]}, "ack": {r[2]}, '
+            f'"len": {r[4]}, "frame": %s, "win": %s}}')
+
+
+def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
+    stats = reading.stats
+    records = capture.read_records(reading.stream, reading.info)
+    v4 = decode._ETH_IPV4_TCP.unpack_from
+    v6 = decode._ETH_IPV6_TCP.unpack_from
+    decode_frame = decode.decode
+    window = DUPLICATE_WINDOW
+    lookback = -DUPLICATE_LOOKBACK
+    shapes: dict[tuple, tuple[str, str]] = {}
+
+    def text(c: _Conn) -> str:
+        stats.duplicates += c.duplicates
+        segs = c.segs
+        if c.moved or len(segs) > SHAPE_MAX_SEGMENTS:
+            return connection_json(_connection(c))
+        shape = tuple([r[:5] for r in segs])
+        memo = shapes.get(shape)
+        if memo is None:
+            facts = summary(_connection(c))
+            memo = (
+                f'"outcome": {json.dumps(facts["outcome"])}, "fin_ack": {json.dumps(facts["fin_ack"])}, '
+                f'"zeek_state": {json.dumps(facts["zeek_state"])}, "index": ',
+                ", ".join([_segment_template(r) for r in segs]),
+            )
+            if len(shapes) >= SHAPE_MEMO_MAX:
+                shapes.clear()
+            shapes[shape] = memo
+        args = []
+        for r in segs:
+            # t's text as json writes it, repr(t), without repr's costly shortest-digits search
+            # when t is a whole number of microseconds (classic pcap): us / 1e6 == t says the
+            # decimal us/1e6 is what t was rounded from, and below 2**32 s (ulp < 1e-6) no other
+            # decimal of <= 6 fractional digits rounds to t, so it is the shortest: repr's text.
+            t = r[5]
+            us = int(t * 1e6 + 0.5) if 1.0 <= t < 4294967296.0 else 0
+            if us and us / 1e6 == t:
+                sec, frac = divmod(us, 1000000)
+                hi, lo = divmod(frac, 1000)
+                args += (f"{sec}.{_DIGITS3[hi]}{_DIGITS3_STRIPPED[lo]}" if lo else f"{sec}.{_DIGITS3_STRIPPED[hi] or '0'}",
+                         r[6], r[7])
+            else:
+                args += (repr(t) if t - t == 0 else json.dumps(t), r[6], r[7])
+        # endpoint texts are digits, hex, ".", ":" and brackets: JSON strings as they are
+        return (f'{{"client": "{endpoint_text(*_text_endpoint(c.client))}", '
+                f'"server": "{endpoint_text(*_text_endpoint(c.server))}", '
+                f'{memo[0]}{c.index}, "segments": [{memo[1] % tuple(args)}]}}')
+
+    open_by_key: dict[tuple, _Conn] = {}
+    pending: deque[_Conn] = deque()
+    head: _Conn | None = None  # pending[0]
+    ready = _INF
+    half_linger = linger * 0.5
+    count = packets = tcp = 0
+    try:
+        for index, t, lt, buf, start, end, orig, comment, iface, section in records:
+            packets += 1
+            # ---- decode (as decode.segments)
+            options = None
+            if lt == 1 and end - start >= 54:
+                b = buf[start + 12]
+                if b == 0x08:
+                    et, vihl, total, ip_id, frag, proto, src, dst, sport, dport, seq, ack, doff, flags, win = v4(buf, start)
+                    if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x1FFF and total >= 40:
+                        thl = (doff >> 4) << 2
+                        if thl == 20:
+                            options = ()
+                        elif thl > 20 and total - 20 >= thl and end - start >= 34 + thl:
+                            options = buf[start + 54 : start + 34 + thl]
+                        if options is not None:
+                            length = total - 20 - thl
+                elif b == 0x86 and end - start >= 74:
+                    et, vtc, plen, nh, src, dst, sport, dport, seq, ack, doff, flags, win = v6(buf, start)
+                    if et == 0x86DD and vtc >> 4 == 6 and nh == 6 and plen >= 20:
+                        thl = (doff >> 4) << 2
+                        if thl == 20:
+                            options = ()
+                        elif thl > 20 and plen >= thl and end - start >= 54 + thl:
+                            options = buf[start + 74 : start + 54 + thl]
+                        if options is not None:
+                            length = plen - thl
+                            ip_id = None
+            if options is None:
+                seg = decode_frame(Frame(index, t, lt, buf[start:end], orig, comment, iface, section))
+                if seg is None:
+                    continue
+                src, sport, dst, dport = _packed(seg.src), seg.sport, _packed(seg.dst), seg.dport
+                seq, ack, flags, win, length = seg.seq, seg.ack, seg.flags, seg.win, seg.payload_len
+                options, ip_id = seg.options, seg.ip_id
+            tcp += 1
+            # ---- track (as track())
+            key = (src, sport, dst, dport)
+            c = open_by_key.get(key)
+            if c is None or (
+                flags & SYN and not flags & ACK and (c.rst or (c.acked_c and c.acked_s))
+                and (c.client_isn is None or seq != c.client_isn)
+            ):  # a new connection, or a new SYN on a finished 4-tuple (Connection.starts_anew)
+                count += 1
+                rkey = (dst, dport, src, sport)
+                if flags & SYN and flags & ACK:  # a SYN-ACK comes from the server
+                    c = _Conn(count, (dst, dport), (src, sport), (key, rkey))
+                else:
+                    c = _Conn(count, (src, sport), (dst, dport), (key, rkey))
+                open_by_key[key] = c
+                open_by_key[rkey] = c
+                if not pending:
+                    head = c
+                pending.append(c)
+            # ---- add (as Connection.add)
+            segs = c.segs
+            side = "C" if sport == c.cport and src == c.caddr else "S"
+            duplicate = False
+            if segs:
+                for r in segs[lookback:]:
+                    if (
+                        r[8] == seq and r[9] == ack and r[0] == side and t - r[5] <= window and r[3] == flags
+                        and r[4] == length and r[7] == win and r[10] == ip_id and _same_options(r[11], options)
+                    ):
+                        duplicate = True
+                        break
+            if duplicate:
+                c.duplicates += 1
+            elif side == "C":
+                if flags & SYN:
+                    if not c.syn_c:
+                        if c.base_c is not None:
+                            c.moved = True
+                        c.base_c = seq
+                        c.syn_c = True
+                    if not flags & ACK and c.client_isn is None:
+                        c.client_isn = seq
+                elif c.base_c is None:
+                    c.base_c = (seq - 1) % MOD
+                if flags & ACK:
+                    if c.base_s is None:
+                        c.base_s = (ack - 1) % MOD
+                    rack = (ack - c.base_s) % MOD
+                else:
+                    rack = 0
+                segs.append((side, (seq - c.base_c) % MOD, rack, flags, length, t, index, win, seq, ack, ip_id,
+                             options, comment))
+                if flags & (RST | FIN):
+                    if flags & RST:
+                        c.rst = True
+                    if flags & FIN:
+                        c.fin_c = (seq + length + (1 if flags & SYN else 0) + 1) % MOD
+                if flags & ACK and c.fin_s is not None and (ack - c.fin_s) % MOD < _HALF:
+                    c.acked_s = True
+            else:
+                if flags & SYN:
+                    if not c.syn_s:
+                        if c.base_s is not None:
+                            c.moved = True
+                        c.base_s = seq
+                        c.syn_s = True
+                elif c.base_s is None:
+                    c.base_s = (seq - 1) % MOD
+                if flags & ACK:
+                    if c.base_c is None:
+                        c.base_c = (ack - 1) % MOD
+                    rack = (ack - c.base_c) % MOD
+                else:
+                    rack = 0
+                segs.append((side, (seq - c.base_s) % MOD, rack, flags, length, t, index, win, seq, ack, ip_id,
+                             options, comment))
+                if flags & (RST | FIN):
+                    if flags & RST:
+                        c.rst = True
+                    if flags & FIN:
+                        c.fin_s = (seq + length + (1 if flags & SYN else 0) + 1) % MOD
+                if flags & ACK and c.fin_c is not None and (ack - c.fin_c) % MOD < _HALF:
+                    c.acked_c = True
+            # ---- hand on finished connections from the head of the queue (as track()); `ready`
+            # (half the linger after the head's last packet, far from any rounding) is a time
+            # before which it cannot go: the exact test runs only from then
+            if c is head and not duplicate and (c.rst or (c.acked_c and c.acked_s)):
+                ready = segs[-1][5] + half_linger
+            if t >= ready:
+                while pending:
+                    head = pending[0]
+                    if not (head.rst or (head.acked_c and head.acked_s)) or t - head.segs[-1][5] < linger:
+                        break
+                    pending.popleft()
+                    for k in head.keys:
+                        if open_by_key.get(k) is head:
+                            del open_by_key[k]
+                    yield text(head)
+                head = pending[0] if pending else None
+                if head is not None and (head.rst or (head.acked_c and head.acked_s)):
+                    ready = head.segs[-1][5] + half_linger
+                else:
+                    ready = _INF
+    finally:  # as segments(): counted in locals, published however the reading ends
+        stats.packets += packets
+        stats.tcp += tcp
+        stats.other += packets - tcp
+    for c in pending:
+        yield text(c)
