@@ -15,7 +15,8 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, Capt
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints usage too; keep it short)
-        self.exit(EXIT_USAGE, f"verifier: {message} (see 'verifier {self.prog.split()[-1]} --help')\n")
+        see = "verifier --help" if self.prog == "verifier" else f"{self.prog} --help"
+        self.exit(EXIT_USAGE, f"verifier: {message} (see '{see}')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
