@@ -7,15 +7,10 @@
 // (with no data received it leaves within a timer tick, 0.3-4 ms: a race with end()). The
 // client's 'end' then shows readableEnded and writableEnded true.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, endOnEnd, env, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    socket.on("end", () => invoke(socket, "server", "end"));
-    resolve(socket);
-  }));
+const accepted = accept(server, endOnEnd("server"));
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, allowHalfOpen: true, ...familyOptions("client") });

@@ -4,15 +4,10 @@
 // the client connects with autoSelectFamily: connectionAttempt on ::1, then connect. The client
 // then end()s and the server end()s on 'end': a clean FIN close.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, endOnEnd, env, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    socket.on("end", () => invoke(socket, "server", "end"));
-    resolve(socket);
-  }));
+const accepted = accept(server, endOnEnd("server"));
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });

@@ -4,22 +4,19 @@
 // the data is flushed, then end() -> F.; 'finish' comes before 'close'. The server reads it all
 // (bytesRead 1048576 at 'end') and ends on 'end'.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, fail, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, env, fail, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const SIZE = 1 << 20;
 // The server answers the client's FIN 100 ms after its 'end' (allowHalfOpen), so its ACK of the
 // FIN always leaves before its own FIN: the close is the same every run, whatever Linux's
 // delayed-ACK timer does after a 1 MiB transfer (destroySoon is about the client's side).
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    socket.on("end", () => {
-      if (socket.bytesRead !== SIZE) fail(`server read ${socket.bytesRead} bytes, expected ${SIZE}`);
-      setTimeout(() => invoke(socket, "server", "end"), 100);
-    });
-    resolve(socket);
-  }));
+const accepted = accept(server, (socket) => {
+  socket.on("end", () => {
+    if (socket.bytesRead !== SIZE) fail(`server read ${socket.bytesRead} bytes, expected ${SIZE}`);
+    setTimeout(() => invoke(socket, "server", "end"), 100);
+  });
+});
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });

@@ -5,14 +5,10 @@
 // bytes are then in the client's receive queue; a 20 ms margin follows) the client calls
 // destroy() -> the kernel sends R. instead of a FIN; the server gets 'error' ECONNRESET.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, log, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, env, familyOptions, invoke, listen, log, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer());
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server", { errors: ["ECONNRESET"] });
-    resolve(socket);
-  }));
+const accepted = accept(server, undefined, { errors: ["ECONNRESET"] });
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") }, { pause: true });

@@ -4,14 +4,10 @@
 // F.; the server's 'end' -> the server (allowHalfOpen false) ends too -> server F., ACKed by the
 // client's kernel. The client's 'close' shows readable and writable false.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, env, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer());
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    resolve(socket);
-  }));
+const accepted = accept(server);
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });

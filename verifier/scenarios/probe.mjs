@@ -15,6 +15,8 @@
 //   watch(socket, side, {data = true, errors = []})  attach listeners right after creating a socket
 //   connect(side, options, {pause, data, errors}) -> socket   new Socket, watch, then connect
 //   watchServer(server)                               log a net.Server's listening/connection/close/error
+//   accept(server, setup, watchOptions) -> Promise     the first accepted socket, watched as "server"
+//   endOnEnd(side)                                     a setup: end() on 'end' (the seed's half-close answer)
 //   listen(server, port, host) -> Promise              server.listen(), resolves on 'listening'
 //   call(side, name, fn, args)                         log `name` then run fn()
 //   invoke(socket, side, method, ...margs)             log `method()` then socket[method](...margs);
@@ -197,6 +199,22 @@ export function watchServer(server, side = "listener") {
     fail(`${side}: ${err.code}: ${err.message}`);
   });
   return server;
+}
+
+// The first socket `server` accepts (a Promise). Every accepted socket is watched as "server"
+// (with `watchOptions`) and handed to `setup` before anything can emit on it.
+export function accept(server, setup = () => {}, watchOptions = {}) {
+  return new Promise((resolve) =>
+    server.on("connection", (socket) => {
+      watch(socket, "server", watchOptions);
+      setup(socket);
+      resolve(socket);
+    }));
+}
+
+// A `setup` for accept(): the socket end()s as soon as its peer's FIN arrives ('end').
+export function endOnEnd(side) {
+  return (socket) => socket.on("end", () => invoke(socket, side, "end"));
 }
 
 export function listen(server, port, host) {

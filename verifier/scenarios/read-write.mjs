@@ -10,15 +10,10 @@
 // server delays its ACK of the client's FIN ~40 ms, so the ACK rides on its FIN every run.
 import * as net from "node:net";
 import process from "node:process";
-import { connect, done, env, familyOptions, fail, invoke, listen, log, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, endOnEnd, env, fail, familyOptions, invoke, listen, log, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    socket.on("end", () => invoke(socket, "server", "end"));
-    resolve(socket);
-  }));
+const accepted = accept(server, endOnEnd("server"));
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });

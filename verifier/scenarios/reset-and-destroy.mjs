@@ -4,14 +4,10 @@
 // -> client R.; the server gets 'error' ECONNRESET. A runtime without resetAndDestroy logs
 // `unsupported` and destroy()s instead, so the program still ends.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, log, once, supports, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, env, familyOptions, invoke, listen, log, once, supports, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer());
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server", { errors: ["ECONNRESET"] });
-    resolve(socket);
-  }));
+const accepted = accept(server, undefined, { errors: ["ECONNRESET"] });
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, ...familyOptions("client") });

@@ -4,14 +4,10 @@
 // F.; the client's 'end' -> client end() -> client F. (carrying the ACK of the server's FIN on
 // Linux when within the delayed-ACK window) -> server ACK.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, env, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    resolve(socket);
-  }));
+const accepted = accept(server);
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, allowHalfOpen: true, ...familyOptions("client") });

@@ -5,15 +5,12 @@
 // long left by then: a separate ACK, then the server's FIN — the 4-packet close BSD/macOS always
 // do. Whether Linux shows 3 or 4 packets is a race between that timer and the application.
 import * as net from "node:net";
-import { connect, done, env, familyOptions, invoke, listen, once, watch, watchServer } from "./probe.mjs";
+import { accept, connect, done, env, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer({ allowHalfOpen: true }));
-const accepted = new Promise((resolve) =>
-  server.on("connection", (socket) => {
-    watch(socket, "server");
-    socket.on("end", () => setTimeout(() => invoke(socket, "server", "end"), 100));
-    resolve(socket);
-  }));
+const accepted = accept(server, (socket) => {
+  socket.on("end", () => setTimeout(() => invoke(socket, "server", "end"), 100));
+});
 await listen(server, env.port, env.host);
 
 const client = connect("client", { host: env.host, port: env.port, allowHalfOpen: true, ...familyOptions("client") });
