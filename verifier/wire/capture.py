@@ -59,6 +59,7 @@ PCAPNG_BOM = 0x1A2B3C4D
 
 # pcapng block types
 _IDB, _PB, _SPB, _NRB, _ISB, _EPB = 1, 2, 3, 4, 5, 6
+_BLOCK_NAME = {_EPB: "enhanced packet block", _PB: "packet block"}
 _JOURNAL = 9
 _CUSTOM = (0x00000BAD, 0x40000BAD)
 _NUMBERED_NON_PACKETS = frozenset((*_CUSTOM, _JOURNAL))  # records Wireshark numbers, not packets
@@ -309,14 +310,17 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
                 base + end - 4,
             )
 
-        if btype == _EPB:
+        if btype == _EPB or btype == _PB:  # enhanced packet block, or the obsolete packet block
             if blen < 32:
-                raise CaptureError(f"enhanced packet block too short ({blen} bytes)", base + pos + 4)
-            iface, hi, lo, caplen, orig = epb_unpack(buf, pos + 8)
+                raise CaptureError(f"{_BLOCK_NAME[btype]} too short ({blen} bytes)", base + pos + 4)
+            if btype == _EPB:
+                iface, hi, lo, caplen, orig = epb_unpack(buf, pos + 8)
+            else:
+                iface, _drops, hi, lo, caplen, orig = s["pb"].unpack_from(buf, pos + 8)
             data_end = pos + 28 + caplen
             if data_end > end - 4:
                 raise CaptureError(
-                    f"enhanced packet block: captured length {caplen} larger than the block", base + pos + 20
+                    f"{_BLOCK_NAME[btype]}: captured length {caplen} larger than the block", base + pos + 20
                 )
             if iface >= len(ifaces):
                 raise CaptureError(
@@ -328,7 +332,7 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
             last_t = (((hi << 32) | lo) + off) / units
             opt_start = pos + 28 + ((caplen + 3) & ~3)
             if opt_start < end - 4:
-                comment = _comment(_options(buf, opt_start, end - 4, s, base, "enhanced packet block"))
+                comment = _comment(_options(buf, opt_start, end - 4, s, base, _BLOCK_NAME[btype]))
                 yield index, last_t, lt, buf, pos + 28, data_end, orig, comment, iface, section
             else:
                 yield index, last_t, lt, buf, pos + 28, data_end, orig, None, iface, section
@@ -344,24 +348,6 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
                 caplen = snaplen
             index += 1
             yield index, last_t, lt, buf, pos + 12, pos + 12 + caplen, orig, None, 0, section
-        elif btype == _PB:
-            if blen < 32:
-                raise CaptureError(f"packet block too short ({blen} bytes)", base + pos + 4)
-            iface, _drops, hi, lo, caplen, orig = s["pb"].unpack_from(buf, pos + 8)
-            data_end = pos + 28 + caplen
-            if data_end > end - 4:
-                raise CaptureError(f"packet block: captured length {caplen} larger than the block", base + pos + 20)
-            if iface >= len(ifaces):
-                raise CaptureError(
-                    f"packet names interface {iface}, but section {section} has {len(ifaces)} interface(s)",
-                    base + pos + 8,
-                )
-            lt, units, off, _ = ifaces[iface]
-            index += 1
-            last_t = (((hi << 32) | lo) + off) / units
-            opt_start = pos + 28 + ((caplen + 3) & ~3)
-            comment = _comment(_options(buf, opt_start, end - 4, s, base, "packet block")) if opt_start < end - 4 else None
-            yield index, last_t, lt, buf, pos + 28, data_end, orig, comment, iface, section
         elif btype == _IDB:
             if blen < 20:
                 raise CaptureError(f"interface description block too short ({blen} bytes)", base + pos + 4)

@@ -57,6 +57,10 @@ def _addr(raw: bytes) -> str:
     return text
 
 
+# Linux cooked captures: linktype -> (IP header offset, offset of the 2-byte protocol field)
+_COOKED = {113: (16, 14), 276: (20, 0)}
+
+
 def decode(frame: Frame) -> Segment | None:
     """The TCP segment in `frame`, or None (not TCP, unknown link type, truncated headers...)."""
     data = frame.data
@@ -85,17 +89,11 @@ def decode(frame: Frame) -> Segment | None:
             family = _U32_BE.unpack_from(data)[0]
         off = 4
         version = 4 if family == _AF_INET else 6 if family in _AF_INET6 else 0
-    elif lt == 113:  # Linux cooked v1: protocol at bytes 14-15
-        if n < 16:
+    elif lt in _COOKED:  # Linux cooked SLL / SLL2: the protocol field, then IP at a fixed offset
+        off, proto = _COOKED[lt]
+        if n < off:
             return None
-        etype = (data[14] << 8) | data[15]
-        off = 16
-        version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
-    elif lt == 276:  # Linux cooked v2: protocol at bytes 0-1
-        if n < 20:
-            return None
-        etype = (data[0] << 8) | data[1]
-        off = 20
+        etype = (data[proto] << 8) | data[proto + 1]
         version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
     elif lt == 101 or lt == 12 or lt == 14:  # raw IP: the version nibble says which
         if n < 1:
