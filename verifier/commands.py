@@ -10,12 +10,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import scenario as scenarios
 from .errors import EXIT_FAILED, EXIT_OK, EnvironmentProblem, UsageError
 from .lab.host import os_family
-from .expectation import parse as parse_expectation
-from .record import fixture_dir, write_fixture
-from .report import ResultsTable, result_record
+
+# The scenario, expectation, lab and report modules are imported by the verbs that use them:
+# building the parser must stay cheap, `verifier show` never needs them.
 
 DEFAULT_CAPTURES = Path("captures")
 
@@ -46,6 +45,8 @@ def register_lab_verbs(sub) -> None:
 
 
 def cmd_list(args, out) -> int:
+    from . import scenario as scenarios
+
     items = scenarios.builtin()
     width = max((len(s.name) for s in items), default=0)
     for s in items:
@@ -80,6 +81,10 @@ def last_run_dir() -> Path:
 
 
 def cmd_run(args, out) -> int:
+    from . import scenario as scenarios
+    from .expectation import parse as parse_expectation
+    from .record import fixture_dir, write_fixture
+    from .report import ResultsTable, result_record
     from .lab import runtime as runtimes
     from .lab.netns import check_privileges, remove_leftovers
     from .lab.run import run_many
