@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_capture(path: str):
+def open_capture(path: str):
     try:
         return open(path, "rb")
     except FileNotFoundError:
@@ -57,7 +57,7 @@ def cmd_show(args, out) -> int:
 
     # Check every file's header first: a file that is not a capture prints nothing at all.
     for path in args.files:
-        with _open_capture(path) as stream:
+        with open_capture(path) as stream:
             try:
                 next(read_frames(stream), None)
             except CaptureError as e:
@@ -74,7 +74,7 @@ def cmd_show(args, out) -> int:
         if args.json:
             out.write('{"files": [')
         for n, path in enumerate(args.files):
-            with _open_capture(path) as stream:
+            with open_capture(path) as stream:
                 reading = CaptureReading(stream)
                 if args.json:
                     out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')

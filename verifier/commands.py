@@ -152,9 +152,8 @@ def run_behaviour(result):
     from .diff import from_connections
     from .record import stable_events
 
-    fixed = {int(v) for k, v in result.scenario.env.items() if k.startswith("VERIFIER_PORT")}
     b = from_connections(f"{result.scenario.name} ({result.runtime.name})", result.connections)
-    b.events, b.has_events = stable_events(result.events, fixed), True
+    b.events, b.has_events = stable_events(result.events, set(result.scenario.ports)), True
     return b
 
 
@@ -200,7 +199,7 @@ BEHAVIOUR_SUFFIXES = (".txt", ".pcapng", ".pcap")
 
 def load_behaviour(path: Path):
     """A capture file or a transcript, as a diff.Behaviour (errors: exit 2, one line)."""
-    from .cli import _open_capture
+    from .cli import open_capture
     from .diff import from_connections, parse_transcript
     from .errors import CaptureError
     from .wire.show import CaptureReading
@@ -217,7 +216,7 @@ def load_behaviour(path: Path):
             return parse_transcript(text, str(path))
         except NotationError as e:
             raise UsageError(f"{path}: {e}") from None
-    with _open_capture(str(path)) as stream:
+    with open_capture(str(path)) as stream:
         reading = CaptureReading(stream)
         try:
             return from_connections(str(path), list(reading.connections()))

@@ -42,8 +42,7 @@ def stable_events(events: list[EventLine], fixed_ports: set[int]) -> list[EventL
 
 def transcript_for(result) -> str:
     """The fixture transcript: the merged timeline without times (stable from run to run)."""
-    fixed = {int(v) for k, v in result.scenario.env.items() if k.startswith("VERIFIER_PORT")}
-    entries = merge(result.connections, stable_events(result.events, fixed))
+    entries = merge(result.connections, stable_events(result.events, set(result.scenario.ports)))
     head = f"# {result.scenario.name}: {result.scenario.description}\n"
     return head + transcript_text(entries, len(result.connections), with_time=False)
 

@@ -35,6 +35,11 @@ class Scenario:
     expectation_offset: int = 0  # line offset of an embedded block inside the program
     env: dict = field(default_factory=lambda: dict(DEFAULT_ENV))
 
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The fixed ports the harness gives the program (VERIFIER_PORT, VERIFIER_PORT_CLOSED...)."""
+        return tuple(sorted({int(v) for k, v in self.env.items() if k.startswith("VERIFIER_PORT")}))
+
     def substitute(self, text: str) -> str:
         for key in sorted(self.env, key=len, reverse=True):  # $VERIFIER_PORT_CLOSED before $VERIFIER_PORT
             text = text.replace("$" + key, self.env[key])

@@ -103,8 +103,7 @@ def capture_for(backend: str, family: str, scenario: Scenario):
     """The capture backend: any on Linux (inside the namespace); tcpdump/dumpcap with a port filter elsewhere."""
     if family == "linux":
         return capture_backend(backend)
-    ports = tuple(sorted({int(v) for k, v in scenario.env.items() if k.startswith("VERIFIER_PORT")}))
-    return TcpdumpCapture(interface=LOOPBACK_INTERFACE[family], ports=ports, family=family)
+    return TcpdumpCapture(interface=LOOPBACK_INTERFACE[family], ports=scenario.ports, family=family)
 
 
 def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: Runtime, backend: str,
