@@ -9,12 +9,14 @@ segments and the ACKs between them compares as one "data" step).
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 
 from .wire.classify import summary
 from .wire.connections import Connection, track
 from .wire.model import ACK, CWR, ECE, FIN, PSH, RST, SYN, Segment
-from .wire.transcript import EventLine, SegmentLine, flags_text
+from .wire.show import endpoint_text, segment_line
+from .wire.transcript import EventLine, NotationError, SegmentLine, flags_text, parse_line
 
 
 @dataclass
@@ -338,8 +340,6 @@ _SKIP_PREFIXES = ("#", "==", "warning:")
 
 
 def from_connections(name: str, connections: list[Connection]) -> Behaviour:
-    from .wire.show import endpoint_text, segment_line
-
     return Behaviour(
         name,
         [[segment_line(s, 0.0, connection=c.index) for s in c.segments] for c in connections],
@@ -351,10 +351,6 @@ def parse_transcript(text: str, name: str) -> Behaviour:
     """A fixture transcript (.txt) or `verifier show` text output, as a Behaviour.
 
     Raises NotationError (with the line number in its message) on a line that is neither."""
-    import re
-
-    from .wire.transcript import NotationError, parse_line
-
     header = re.compile(r"^connection (\d+): (\S+) > (\S+)")
     summary_line = re.compile(r"^\d+ packets \(")
     conns: dict[int, list[SegmentLine]] = {}

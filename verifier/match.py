@@ -62,6 +62,10 @@ class _Matcher:
         self.events = events
         self.best: tuple[int, Mismatch] | None = None
 
+    def show(self, seg: SegmentLine) -> str:
+        """An actual segment as the notation prints it (with @N when there are several connections)."""
+        return seg.text(with_time=False, with_connection=len(self.connections) > 1)
+
     def fail(self, state: _State, mismatch: Mismatch) -> None:
         if self.best is None or state.done > self.best[0]:
             self.best = (state.done, mismatch)
@@ -150,10 +154,10 @@ class _Matcher:
         diff = segment_difference(want, got)
         if diff is not None:
             field, ev, av = diff
-            fail(state, Mismatch(step.lineno, "segment differs", step.text, _show(got, conn, len(self.connections)), field, ev, av))
+            fail(state, Mismatch(step.lineno, "segment differs", step.text, self.show(got), field, ev, av))
             return None
         if not self._in_order(got.t, "segment", state):
-            fail(state, Mismatch(step.lineno, "segment came before the previous step", step.text, _show(got, conn, len(self.connections))))
+            fail(state, Mismatch(step.lineno, "segment came before the previous step", step.text, self.show(got)))
             return None
         seg_pos = list(state.seg_pos)
         seg_pos[conn - 1] = pos + 1
@@ -192,7 +196,7 @@ class _Matcher:
             pos = state.seg_pos[n - 1]
             if pos < len(segs):
                 what = "unexpected segment" if pos else f"unexpected connection @{n}"
-                self.fail(state, Mismatch(None, f"{what} after the last expected step", "(nothing)", _show(segs[pos], n, len(self.connections))))
+                self.fail(state, Mismatch(None, f"{what} after the last expected step", "(nothing)", self.show(segs[pos])))
                 return None
         return state
 
@@ -213,12 +217,10 @@ class _Matcher:
         for n, segs in enumerate(self.connections, start=1):
             for got in segs:
                 if (never.side is None or got.side == never.side) and got.flags & never.flags == never.flags:
-                    return _show(got, n, len(self.connections))
+                    return self.show(got)
         return None
 
 
-def _show(seg: SegmentLine, conn: int, total: int) -> str:
-    return seg.text(with_time=False, with_connection=total > 1)
 
 
 def segment_difference(want: SegmentLine, got: SegmentLine):
@@ -242,9 +244,9 @@ def event_difference(want: EventLine, got: EventLine):
     have = dict(got.args)
     for key, value in want.args:
         if key not in have:
-            return (key, repr_value(value), "(absent)")
+            return (key, format_value(value), "(absent)")
         if not _value_matches(value, have[key]):
-            return (key, repr_value(value), repr_value(have[key]))
+            return (key, format_value(value), format_value(have[key]))
     return None
 
 
@@ -256,8 +258,6 @@ def _value_matches(want, got) -> bool:
     return want == got
 
 
-def repr_value(v) -> str:
-    return format_value(v)
 
 
 def match(exp: Expectation, connections: list[list[SegmentLine]], events: list[EventLine]) -> list[Mismatch]:
