@@ -133,3 +133,12 @@ def test_a_run_never_touches_the_hosts_firewall_sysctls_or_hosts_file():
     out = subprocess.run([sys.executable, "-m", "verifier", "run", "attempt-timeout", "lookup"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert snapshot() == before
+
+
+def test_unwritable_output_places_are_exit_2_before_anything_runs(tmp_path):
+    for args in (["--json", str(tmp_path / "missing" / "x.json")], ["--record", "--captures", "/proc/verifier-nope"],
+                 ["--keep", "/proc/verifier-nope"]):
+        out = subprocess.run([sys.executable, "-m", "verifier", "run", "client-end", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr and out.stdout == ""
+    assert not (tmp_path / "missing").exists()

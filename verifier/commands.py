@@ -61,6 +61,17 @@ def platform_info() -> dict:
             "machine": _platform.machine(), "python": _platform.python_version()}
 
 
+def _check_writable_dir(path: Path, option: str, create: bool = True) -> None:
+    """Create `path` if asked to; a user error (exit 2, one line) if it cannot be written."""
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{option} {path}: cannot create it: {e.strerror}") from None
+    if not path.is_dir() or not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path}: not a writable folder")
+
+
 RUNS_DIR = Path(tempfile.gettempdir()) / "verifier-runs"
 
 
@@ -91,6 +102,13 @@ def cmd_run(args, out) -> int:
 
     if args.jobs < 1:
         raise UsageError("-j takes a positive number")
+    # Where results go must be writable before minutes are spent producing them
+    if args.json and args.json != "-":
+        _check_writable_dir(Path(args.json).resolve().parent, "--json", create=False)
+    if args.record:
+        _check_writable_dir(args.captures, "--captures")
+    if args.keep:
+        _check_writable_dir(args.keep, "--keep")
     if args.backend == "scapy":
         # scapy (it writes the backend's pcap) takes ~0.15 s to import: do it while the
         # expectations are parsed and the first namespaces are made, not inside a scenario
