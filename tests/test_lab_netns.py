@@ -16,6 +16,7 @@ import pytest
 from verifier.errors import EXIT_ENVIRONMENT, EnvironmentProblem, UsageError
 from verifier.lab import netns
 from verifier.lab.netns import Namespace, check_privileges, remove_leftovers, unprivileged_user
+from process_state import gone_or_zombie
 
 pytestmark = pytest.mark.privileged
 
@@ -42,14 +43,6 @@ def wait_for(condition, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.005)
-
-
-def gone_or_zombie(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
 
 
 @pytest.fixture

@@ -5,24 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from verifier.lab.netns import Namespace, unprivileged_user
 from verifier.lab.process import ProgramResult, run_program
+from process_state import gone_or_zombie
 
 pytestmark = pytest.mark.privileged
 
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
-
-
-def gone_or_zombie(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
 
 
 def wait_gone(pids: list[int], timeout: float = 2.0) -> bool:
