@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # command:Debian package pairs the lab and the tests need
-TOOLS  := tcpdump:tcpdump tshark:tshark nft:nftables ip:iproute2 setpriv:util-linux
+TOOLS  := tcpdump:tcpdump tshark:tshark nft:nftables ip:iproute2 setpriv:util-linux gcc:gcc
 
 .PHONY: setup system test verify record show-corpus clean runtimes
 
@@ -24,7 +24,8 @@ system:
 	fi
 	@command -v node >/dev/null 2>&1 || { echo "node (Node.js 20) is not on PATH: install Node.js 20 (https://nodejs.org or your distribution's nodejs package)"; exit 3; }
 
-$(STAMP): pyproject.toml
+# setup.py compiles verifier/wire/_showloop.c (show --json's loop; gcc and Python's headers)
+$(STAMP): pyproject.toml setup.py verifier/wire/_showloop.c
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
 	@$(PY) -m pip install -q -e '.[test]'

@@ -6,6 +6,7 @@ of connection tracking. `bench/check_fast_paths.py` runs the same checks on the 
 from __future__ import annotations
 
 import io
+import os
 import json
 import random
 import struct
@@ -15,11 +16,16 @@ import pytest
 
 from verifier.errors import CaptureError
 from verifier.wire import capture, decode
+from verifier.wire import show
+from verifier.wire.connections import LINGER
 from verifier.wire.show import CaptureReading, connection_json, connection_record
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = sorted(p for p in DATA.rglob("*") if p.suffix in (".pcap", ".pcapng"))
 RANDOM_CAPTURES = 150
+# the two loops of `show --json` (connections_json takes the compiled one when it is built)
+LOOPS = [("python", show._json_connections)] + (
+    [("compiled", show._compiled_json_connections)] if show._showloop is not None else [])
 
 
 def drain(iterable):
@@ -50,13 +56,14 @@ def check_bytes(data: bytes) -> list[str]:
     plain = CaptureReading(io.BytesIO(data))
     conns, plain_error = drain(plain.connections())
     texts = [json.dumps(connection_record(c)) for c in conns]
-    quick = CaptureReading(io.BytesIO(data))
-    fast_texts, fast_error = drain(quick.connections_json())
-    if fast_texts != texts:
-        n = next((i for i, (a, b) in enumerate(zip(texts, fast_texts)) if a != b), min(len(texts), len(fast_texts)))
-        problems.append(f"connections_json differs at connection {n + 1} of {len(texts)} ({len(fast_texts)} fast)")
-    if (plain.stats, plain.warnings(), plain_error) != (quick.stats, quick.warnings(), fast_error):
-        problems.append(f"stats/warnings/error differ: {plain.stats} {quick.stats} {plain_error} {fast_error}")
+    for name, loop in LOOPS:
+        quick = CaptureReading(io.BytesIO(data))
+        fast_texts, fast_error = drain(loop(quick, LINGER))
+        if fast_texts != texts:
+            n = next((i for i, (a, b) in enumerate(zip(texts, fast_texts)) if a != b), min(len(texts), len(fast_texts)))
+            problems.append(f"{name} loop differs at connection {n + 1} of {len(texts)} ({len(fast_texts)} fast)")
+        if (plain.stats, plain.warnings(), plain_error) != (quick.stats, quick.warnings(), fast_error):
+            problems.append(f"{name} loop: stats/warnings/error differ: {plain.stats} {quick.stats} {plain_error} {fast_error}")
     if any(connection_json(c) != t for c, t in zip(conns, texts)):
         problems.append("connection_json differs from json.dumps(connection_record)")
     return problems
@@ -84,28 +91,52 @@ def synthetic_capture(n: int = 50_000, seed: int = 1) -> bytes:
 def random_capture(rng: random.Random) -> bytes:
     """A capture of random TCP traffic on a few 4-tuples: every flag mix, seq/ack values that
     repeat (duplicates, retransmissions, SYNs after data, reuse of finished 4-tuples), options,
-    time jumps past the linger and backwards, and packets the fast path hands to decode()."""
-    from builders import PCAP_MAGIC_NS, PCAP_MAGIC_US, ether, ipv4, ipv4_tcp, ipv6_tcp, pcap_file
+    time jumps past the linger and backwards, and packets the fast path hands to decode().
+    Copies of one of the last five packets, exact or with one field changed (ip_id, window,
+    flags, length, options), come within the duplicate window, exactly at it or just after; the
+    capture starts at 0 s sometimes, where a 1 ms difference is exactly DUPLICATE_WINDOW."""
+    from builders import PCAP_MAGIC_NS, PCAP_MAGIC_US, ether, ipv4, ipv4_tcp, ipv6_tcp, pcap_file, tcp
 
     ends = [("127.0.0.1", 40000 + i, "127.0.0.1", 5000) for i in range(3)] + [("::1", 41000, "::1", 5000)]
     flag_pool = ["S", "S.", ".", ".", ".", "P.", "P.", "F.", "FP.", "R", "R.", "SF", "", "U."]
     opt_pool = [b"", b"", bytes.fromhex("0101080a0000000100000002"), bytes.fromhex("0101080a0000000200000001"),
                 bytes.fromhex("020440000402080a00000001000000000103030701"), bytes.fromhex("01010402"),
-                bytes.fromhex("00000000")]
+                bytes.fromhex("00000000"), bytes.fromhex("00000001")]  # the last two parse the same (EOL, then junk)
     magic = rng.choice((PCAP_MAGIC_US, PCAP_MAGIC_NS))
     unit = 1_000_000 if magic == PCAP_MAGIC_US else 1_000_000_000
-    t = 1_700_000_000 * unit
+    t = rng.choice((1_700_000_000, 0, 1)) * unit
     records = []
-    last = None
+    made = []  # (how, src, dst, fields) of the packets so far
+
+    def build(how, src, dst, fields):
+        if how == "v6":
+            return ether(ipv6_tcp(src=src, dst=dst, **fields))
+        if how == "tso":
+            return ether(ipv4_tcp(src=src, dst=dst, total_len=0, **fields))
+        if how == "ipopt":
+            fields = {k: v for k, v in fields.items() if k != "ip_id"}
+            return ether(ipv4(tcp(**fields), src=src, dst=dst, ip_options=b"\x01\x01\x01\x00"))
+        if how == "vlan":
+            return ether(ipv4_tcp(src=src, dst=dst, **fields), vlans=[7])
+        return ether(ipv4_tcp(src=src, dst=dst, **fields))
+
     for _ in range(rng.randrange(20, 400)):
         roll = rng.random()
-        if last is not None and roll < 0.08:  # an identical copy within the duplicate window, or a bit later
-            t += rng.choice((1, 3, unit // 2000, unit // 500))
-            records.append((t // unit, t % unit, last))
+        if made and roll < 0.12:  # a copy of a recent packet, exact or with one field changed
+            how, src, dst, fields = made[-rng.randrange(1, min(6, len(made)) + 1)]
+            fields = dict(fields)
+            if roll < 0.05:
+                change = rng.choice(("ip_id", "win", "flags", "payload", "options") if "ip_id" in fields
+                                    else ("win", "flags", "payload", "options"))
+                fields[change] = {"ip_id": fields.get("ip_id", 0) + 1, "win": fields["win"] ^ 1,
+                                  "flags": rng.choice(flag_pool), "payload": fields["payload"] + b"y",
+                                  "options": rng.choice(opt_pool)}[change]
+            t += rng.choice((1, 3, unit // 2000, unit // 1000, unit // 1000 + 1, unit // 500))
+            records.append((t // unit, t % unit, build(how, src, dst, fields)))
             continue
         t += rng.choice((unit // 100000, unit // 10000, unit // 1000, unit // 10, 3 * unit, 2 * unit - 1, 2 * unit,
                          2 * unit + 1, 19 * unit // 10))
-        if rng.random() < 0.02:
+        if rng.random() < 0.02 and t >= unit:
             t -= unit // 1000  # time goes backwards a little
         src, sport, dst, dport = rng.choice(ends)
         if rng.random() < 0.5:
@@ -113,28 +144,28 @@ def random_capture(rng: random.Random) -> bytes:
         fields = dict(sport=sport, dport=dport, seq=rng.choice((1000, 1001, 1005, 5000, 5001, (1 << 32) - 1, 0)),
                       ack=rng.choice((0, 1001, 1002, 5001, 5002, 1006)), flags=rng.choice(flag_pool),
                       win=rng.choice((65535, 512)), options=rng.choice(opt_pool),
-                      payload=b"x" * rng.choice((0, 0, 0, 1, 5)))
+                      payload=b"x" * rng.choice((0, 0, 0, 1, 5)), ip_id=rng.randrange(3))
         if ":" in src:
-            packet = ether(ipv6_tcp(src=src, dst=dst, **fields))
-        elif roll < 0.12:
-            packet = ether(ipv4_tcp(src=src, dst=dst, ip_id=rng.randrange(3), total_len=0, **fields))  # TSO
-        elif roll < 0.15:
-            from builders import tcp
-
-            packet = ether(ipv4(tcp(**fields), src=src, dst=dst, ip_options=b"\x01\x01\x01\x00"))
-        elif roll < 0.17:
-            packet = ether(ipv4(b"\0" * 8, src=src, dst=dst, proto=17))  # UDP: not TCP
+            how = "v6"
+            del fields["ip_id"]
+        elif roll < 0.16:
+            how = "tso"
         elif roll < 0.19:
-            packet = ether(ipv4_tcp(src=src, dst=dst, **fields), vlans=[7])
+            how = "ipopt"
+        elif roll < 0.21:
+            records.append((t // unit, t % unit, ether(ipv4(b"\0" * 8, src=src, dst=dst, proto=17))))  # UDP: not TCP
+            continue
+        elif roll < 0.23:
+            how = "vlan"
         else:
-            packet = ether(ipv4_tcp(src=src, dst=dst, ip_id=rng.randrange(3), **fields))
+            how = "plain"
+        packet = build(how, src, dst, fields)
         if rng.random() < 0.03:
             packet = packet[: rng.randrange(40, len(packet) + 1)]  # cut by the snap length
-        last = packet
+        else:
+            made.append((how, src, dst, fields))
         records.append((t // unit, t % unit, packet))
     return pcap_file(records, magic=magic)
-
-
 
 
 @pytest.mark.parametrize("path", CAPTURES, ids=[str(p.relative_to(DATA)) for p in CAPTURES])
@@ -152,3 +183,59 @@ def test_fast_paths_on_random_tracking_edge_cases(seed):
     for n in range(50):
         data = random_capture(rng)
         assert check_bytes(data) == [], f"random capture {n} of seed {seed}"
+
+
+def _packets(*specs) -> bytes:
+    """A microsecond pcap of client (40000) <-> server (5000) segments: (us, side, flags, seq, ack)."""
+    from builders import ether, ipv4_tcp, pcap_file
+
+    records = []
+    for us, side, flags, seq, ack in specs:
+        ports = dict(sport=40000, dport=5000) if side == "C" else dict(sport=5000, dport=40000)
+        records.append((us // 1_000_000, us % 1_000_000, ether(ipv4_tcp(flags=flags, seq=seq, ack=ack, **ports))))
+    return pcap_file(records)
+
+
+def test_a_copy_exactly_one_duplicate_window_later_is_a_duplicate():
+    # at 0 s, 0.001 - 0.0 is DUPLICATE_WINDOW exactly (the float); 1 us later it is not a copy
+    data = _packets((0, "C", "S", 1000, 0), (1000, "C", "S", 1000, 0), (2001, "C", "S", 1000, 0))
+    assert check_bytes(data) == []
+    reading = CaptureReading(io.BytesIO(data))
+    assert [len(c.segments) for c in reading.connections()] == [2]
+
+
+def test_a_copy_of_the_fourth_segment_back_is_a_duplicate_the_fifth_is_not():
+    base = [(0, "C", "S", 1000, 0), (100, "S", "S.", 5000, 1001), (200, "C", ".", 1001, 5001),
+            (300, "C", "P.", 1001, 5001), (400, "S", ".", 5001, 1006)]
+    fourth = _packets(*base[1:], (500, "S", "S.", 5000, 1001))
+    fifth = _packets(*base, (500, "C", "S", 1000, 0))
+    assert check_bytes(fourth) == [] and check_bytes(fifth) == []
+    assert [len(c.segments) for c in CaptureReading(io.BytesIO(fourth)).connections()] == [4]
+    assert [len(c.segments) for c in CaptureReading(io.BytesIO(fifth)).connections()] == [6]
+
+
+@pytest.mark.skipif(show._showloop is None, reason="the compiled loop is not built (CI insists on it)")
+def test_the_compiled_loop_leaves_moved_bases_and_long_connections_to_python(monkeypatch):
+    calls = []
+    monkeypatch.setattr(show._Hooks, "conn_text", staticmethod(lambda state: calls.append(state[0]) or "{}"))
+    moved = [(0, "C", ".", 1001, 5001), (100, "C", "S", 1000, 0)]  # data, then the SYN: the client's base moves
+    long = [(200 + i, "C", "P.", 7000 + i, 9000) for i in range(show.SHAPE_MAX_SEGMENTS + 1)]
+    plain = [(300_000, "C", "R", 1000, 0)]
+    from builders import ether, ipv4_tcp, pcap_file
+
+    records = [(us // 10**6, us % 10**6, ether(ipv4_tcp(flags=f, seq=s, ack=a, sport=port, dport=5000)))
+               for port, specs in ((40000, moved), (40001, long), (40002, plain)) for us, _, f, s, a in specs]
+    records.sort(key=lambda r: r[:2])
+    texts = list(show._compiled_json_connections(CaptureReading(io.BytesIO(pcap_file(records))), LINGER))
+    assert sorted(calls) == [1, 2] and len(texts) == 3 and texts.count("{}") == 2
+
+
+def test_an_ack_half_the_sequence_space_past_a_fin_does_not_ack_it():
+    # both FINs acked: a new SYN on the 4-tuple is a new connection; not acked: the same one
+    handshake = [(0, "C", "S", 1000, 0), (100, "S", "S.", 5000, 1001), (200, "C", ".", 1001, 5001),
+                 (300, "C", "F.", 1001, 5001), (400, "S", "F.", 5001, 1001)]  # FINs end at 1002 and 5002
+    for ack, acked in ((1002 + (1 << 31) - 1, True), (1002 + (1 << 31), False)):
+        data = _packets(*handshake, (500, "S", ".", 5002, ack % (1 << 32)), (600, "C", ".", 1002, 5002),
+                        (700, "C", "S", 9000, 0))
+        assert check_bytes(data) == []
+        assert len(list(CaptureReading(io.BytesIO(data)).connections())) == (2 if acked else 1)

@@ -14,6 +14,11 @@ from .connections import DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Conn
 from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
 from .transcript import SegmentLine, flags_text, options_text
 
+try:  # the same loop compiled (setup.py builds it when a C compiler is there; see _showloop.c)
+    from . import _showloop
+except ImportError:
+    _showloop = None
+
 
 @dataclass(slots=True)
 class CaptureStats:
@@ -52,7 +57,10 @@ class CaptureReading:
 
     def connections_json(self, linger: float = LINGER) -> Iterator[str]:
         """`connection_json(conn)` for each of `connections()`, the same texts in the same order,
-        stats and info the same after it, from one loop with no object per packet (see "the fast path" below)."""
+        stats and info the same after it, from one loop with no object per packet (see "the fast path" below):
+        compiled when `_showloop` is built, else in Python."""
+        if _showloop is not None:
+            return _compiled_json_connections(self, linger)
         return _json_connections(self, linger)
 
     def warnings(self) -> list[str]:
@@ -256,6 +264,22 @@ def _packed(address: str) -> bytes:
     return raw
 
 
+def _facts_text(c: _Conn) -> str:
+    """The part of a connection's JSON between the server and the index's value."""
+    facts = summary(_connection(c))
+    return (f'"outcome": {json.dumps(facts["outcome"])}, "fin_ack": {json.dumps(facts["fin_ack"])}, '
+            f'"zeek_state": {json.dumps(facts["zeek_state"])}, "index": ')
+
+
+def _decoded(r: tuple) -> tuple | None:
+    """decode.decode of a record the fast path does not take, as the loop's fields (addresses packed)."""
+    seg = decode.decode(Frame(r[0], r[1], r[2], r[3][r[4] : r[5]], r[6], r[7], r[8], r[9]))
+    if seg is None:
+        return None
+    return (_packed(seg.src), seg.sport, _packed(seg.dst), seg.dport, seg.seq, seg.ack, seg.flags, seg.win,
+            seg.payload_len, seg.options, seg.ip_id)
+
+
 def _segment_template(r: tuple) -> str:
     """One segment's JSON with t, frame and win left as %s (the rest is fixed by the shape)."""
     flags = r[3]
@@ -269,7 +293,6 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     records = capture.read_records(reading.stream, reading.info)
     v4 = decode._ETH_IPV4_TCP.unpack_from
     v6 = decode._ETH_IPV6_TCP.unpack_from
-    decode_frame = decode.decode
     window = DUPLICATE_WINDOW
     lookback = -DUPLICATE_LOOKBACK
     shapes: dict[tuple, tuple[str, str]] = {}
@@ -282,12 +305,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
         shape = tuple([r[:5] for r in segs])
         memo = shapes.get(shape)
         if memo is None:
-            facts = summary(_connection(c))
-            memo = (
-                f'"outcome": {json.dumps(facts["outcome"])}, "fin_ack": {json.dumps(facts["fin_ack"])}, '
-                f'"zeek_state": {json.dumps(facts["zeek_state"])}, "index": ',
-                ", ".join([_segment_template(r) for r in segs]),
-            )
+            memo = (_facts_text(c), ", ".join([_segment_template(r) for r in segs]))
             if len(shapes) >= SHAPE_MEMO_MAX:
                 shapes.clear()
             shapes[shape] = memo
@@ -346,12 +364,10 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
                             length = plen - thl
                             ip_id = None
             if options is None:
-                seg = decode_frame(Frame(index, t, lt, buf[start:end], orig, comment, iface, section))
-                if seg is None:
+                fields = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section))
+                if fields is None:
                     continue
-                src, sport, dst, dport = _packed(seg.src), seg.sport, _packed(seg.dst), seg.dport
-                seq, ack, flags, win, length = seg.seq, seg.ack, seg.flags, seg.win, seg.payload_len
-                options, ip_id = seg.options, seg.ip_id
+                src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id = fields
             tcp += 1
             # ---- track (as track())
             key = (src, sport, dst, dport)
@@ -461,3 +477,40 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
         stats.other += packets - tcp
     for c in pending:
         yield text(c)
+
+
+# --- the compiled loop ----------------------------------------------------------------------------
+# _showloop.Loop does what _json_connections does, packet for packet; what is rare it asks of
+# these hooks (a connection comes to them as _Conn's fields in a tuple: see _showloop.c).
+
+
+def _conn_of(state: tuple) -> _Conn:
+    index, client, server, segs, *rest = state
+    c = _Conn(index, client, server, ())
+    c.segs = segs
+    (c.base_c, c.base_s, c.syn_c, c.syn_s, c.client_isn, c.fin_c, c.fin_s, c.acked_c, c.acked_s, c.rst,
+     c.duplicates, c.moved) = rest
+    return c
+
+
+class _Hooks:
+    decoded = staticmethod(_decoded)
+    conn_text = staticmethod(lambda state: connection_json(_connection(_conn_of(state))))
+    facts_text = staticmethod(lambda state: _facts_text(_conn_of(state)))
+    addr_text = staticmethod(lambda raw: decode._addr_cache.get(raw) or decode._addr(raw))
+    flags_text = staticmethod(flags_text)
+    same_options = staticmethod(_same_options)
+
+
+def _compiled_json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
+    loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
+                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, _Hooks)
+    try:
+        yield from loop
+    finally:  # as segments(): published however the reading ends
+        packets, tcp, duplicates = loop.counts()
+        stats = reading.stats
+        stats.packets += packets
+        stats.tcp += tcp
+        stats.other += packets - tcp
+        stats.duplicates += duplicates

@@ -1,0 +1,850 @@
+/* The loop of `verifier show --json`, compiled: decode, track and JSON text of every packet, the
+ * same texts as verifier/wire/show.py's `_json_connections` (its pure-Python twin, which runs when
+ * this module is not built).
+ *
+ * show.py's `_compiled_json_connections` drives it: `Loop(records, linger, window, lookback, hooks)`
+ * is an iterator of connection texts. `records` is capture.read_records(...) (the pure-Python reader
+ * keeps every format rule, check, warning and error); this file does, per record, what the Python
+ * loop does: the Ethernet + IPv4/IPv6 + TCP fast path (anything else goes to hooks.decoded(record),
+ * i.e. decode.decode), track()'s and Connection.add's rules (roles, relative numbers, loopback
+ * duplicates, reuse of a finished 4-tuple, hand-on LINGER seconds after a connection finishes, in
+ * first-packet order), and the text. What is rare stays in Python through `hooks`: a connection's
+ * facts (classify.summary) once per shape, the whole text of connections show.py does not memoise
+ * (a moved base, more than `shape_max` segments), IPv6 address text, flags text, TCP options that
+ * differ in bytes but may parse the same. Every float operation is the Python loop's, in the same
+ * order (IEEE doubles; built with -ffp-contract=off), so times compare and print identically.
+ * tests/test_show.py pins this, the Python loop and the plain object path together. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SYN 0x02
+#define FIN 0x01
+#define RST 0x04
+#define ACK 0x10
+#define HALF 0x80000000u
+#define MAX_OPTIONS 40
+
+typedef struct {
+    double t;
+    long long frame;
+    long long length;
+    uint32_t seq, ack, rseq, rack;
+    long win;
+    long ip_id; /* -1: None (IPv6, or decode gave None) */
+    int flags;
+    char side; /* 'C' or 'S' */
+    unsigned char opt_len; /* raw options (the fast path) when opt_obj is NULL */
+    unsigned char opt[MAX_OPTIONS];
+    PyObject *opt_obj; /* options as decode gave them (a tuple), or NULL */
+    PyObject *comment; /* the packet's comment (None mostly) */
+} Seg;
+
+typedef struct { /* 40 bytes, no hidden padding (keys are zeroed first: memcmp and the hash see every byte) */
+    unsigned char alen, pad1; /* address length: 4 or 16 */
+    uint16_t sport, dport, pad2;
+    unsigned char src[16], dst[16];
+} Key;
+_Static_assert(sizeof(Key) == 40, "Key has no hidden padding");
+
+typedef struct Conn {
+    long long index;
+    Key key; /* the first packet's 4-tuple */
+    int client_is_src; /* whether the client is key.src */
+    Seg *segs;
+    Py_ssize_t nsegs, cap;
+    uint32_t base_c, base_s, client_isn, fin_c, fin_s;
+    char has_base_c, has_base_s, has_client_isn, has_fin_c, has_fin_s;
+    char syn_c, syn_s, acked_c, acked_s, rst, moved;
+    long long duplicates;
+    struct Conn *next; /* in first-packet order */
+} Conn;
+
+typedef struct Node {
+    Key key;
+    Conn *conn;
+    struct Node *next;
+} Node;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *records;
+    PyObject *decoded, *conn_text, *facts_text, *addr_text, *flags_text, *same_options;
+    double linger, half_linger, window, ready, now;
+    Py_ssize_t lookback, shape_max, memo_max;
+    Node **buckets;
+    size_t nbuckets, nkeys;
+    Conn *head, *tail;
+    long long count, packets, tcp, duplicates;
+    int draining, ended;
+    PyObject *shapes; /* dict: shape bytes -> facts text */
+    PyObject *flags_cache[512];
+    char *out;
+    size_t out_len, out_cap;
+} Loop;
+
+/* ------------------------------------------------------------------ small things */
+
+static inline uint16_t be16(const unsigned char *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int is_finished(const Conn *c) { return c->rst || (c->acked_c && c->acked_s); }
+
+static void seg_clear(Seg *s) {
+    Py_CLEAR(s->opt_obj);
+    Py_CLEAR(s->comment);
+}
+
+static void conn_free(Conn *c) {
+    for (Py_ssize_t i = 0; i < c->nsegs; i++) seg_clear(&c->segs[i]);
+    PyMem_Free(c->segs);
+    PyMem_Free(c);
+}
+
+/* ------------------------------------------------------------------ 4-tuple table */
+
+static size_t key_hash(const Key *k) {
+    uint64_t h = 0, w;
+    for (size_t i = 0; i < sizeof(Key); i += 8) {
+        memcpy(&w, (const char *)k + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 32;
+    }
+    return (size_t)h;
+}
+
+static Node **table_slot(Loop *self, const Key *k) {
+    Node **slot = &self->buckets[key_hash(k) & (self->nbuckets - 1)];
+    while (*slot && memcmp(&(*slot)->key, k, sizeof(Key)) != 0) slot = &(*slot)->next;
+    return slot;
+}
+
+static int table_grow(Loop *self) {
+    size_t n = self->nbuckets * 2;
+    Node **b = PyMem_Calloc(n, sizeof(Node *));
+    if (!b) return -1;
+    for (size_t i = 0; i < self->nbuckets; i++) {
+        Node *node = self->buckets[i];
+        while (node) {
+            Node *next = node->next;
+            size_t j = key_hash(&node->key) & (n - 1);
+            node->next = b[j];
+            b[j] = node;
+            node = next;
+        }
+    }
+    PyMem_Free(self->buckets);
+    self->buckets = b;
+    self->nbuckets = n;
+    return 0;
+}
+
+static int table_set(Loop *self, const Key *k, Conn *c) { /* open_by_key[k] = c */
+    Node **slot = table_slot(self, k);
+    if (*slot) {
+        (*slot)->conn = c;
+        return 0;
+    }
+    Node *node = PyMem_Malloc(sizeof(Node));
+    if (!node) return -1;
+    node->key = *k;
+    node->conn = c;
+    node->next = NULL;
+    *slot = node;
+    if (++self->nkeys > self->nbuckets && table_grow(self) < 0) return -1;
+    return 0;
+}
+
+static void table_forget(Loop *self, const Key *k, Conn *c) { /* if open_by_key.get(k) is c: del */
+    Node **slot = table_slot(self, k);
+    if (*slot && (*slot)->conn == c) {
+        Node *node = *slot;
+        *slot = node->next;
+        PyMem_Free(node);
+        self->nkeys--;
+    }
+}
+
+static void reverse_key(const Key *k, Key *r) {
+    memset(r, 0, sizeof(Key));
+    r->alen = k->alen;
+    memcpy(r->src, k->dst, 16);
+    memcpy(r->dst, k->src, 16);
+    r->sport = k->dport;
+    r->dport = k->sport;
+}
+
+/* ------------------------------------------------------------------ output text */
+
+static int out_grow(Loop *self, size_t more) {
+    size_t cap = self->out_cap ? self->out_cap : 4096;
+    while (cap < self->out_len + more) cap *= 2;
+    char *p = PyMem_Realloc(self->out, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->out = p;
+    self->out_cap = cap;
+    return 0;
+}
+
+static inline int out_bytes(Loop *self, const char *s, size_t n) {
+    if (self->out_len + n > self->out_cap && out_grow(self, n) < 0) return -1;
+    memcpy(self->out + self->out_len, s, n);
+    self->out_len += n;
+    return 0;
+}
+
+#define OUT_LIT(self, lit) out_bytes(self, lit, sizeof(lit) - 1)
+
+static int out_str(Loop *self, PyObject *text) { /* a hook's text: ASCII, as the whole text must be */
+    if (!PyUnicode_Check(text) || !PyUnicode_IS_ASCII(text)) {
+        PyErr_Format(PyExc_ValueError, "a hook gave %R where ASCII text was expected", text);
+        return -1;
+    }
+    return out_bytes(self, (const char *)PyUnicode_1BYTE_DATA(text), (size_t)PyUnicode_GET_LENGTH(text));
+}
+
+/* the decimal digits of v (snprintf's "%lld", without its cost: several per segment) */
+static inline char *ll_text(char *end, long long v) {
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do *--end = (char)('0' + u % 10); while (u /= 10);
+    if (v < 0) *--end = '-';
+    return end;
+}
+
+static inline int out_ll(Loop *self, long long v) {
+    char tmp[24], *end = tmp + sizeof tmp;
+    char *p = ll_text(end, v);
+    return out_bytes(self, p, (size_t)(end - p));
+}
+
+/* t as the Python loop writes it: from whole microseconds when t is one (see show.py), else
+ * repr(t), else (inf, nan) json's Infinity / -Infinity / NaN */
+static int out_t(Loop *self, double t) {
+    char tmp[40];
+    if (1.0 <= t && t < 4294967296.0) {
+        long long us = (long long)(t * 1e6 + 0.5);
+        if (us && (double)us / 1e6 == t) { /* seconds, then the 6 digits of the fraction, trailing zeros cut */
+            long long frac = us % 1000000;
+            char *end = tmp + 20, *p = ll_text(end, us / 1000000);
+            *end = '.';
+            for (int i = 6; i > 0; i--, frac /= 10) end[i] = (char)('0' + frac % 10);
+            int n = 7;
+            while (n > 2 && end[n - 1] == '0') n--;
+            return out_bytes(self, p, (size_t)(end + n - p));
+        }
+    }
+    if (isnan(t)) return OUT_LIT(self, "NaN");
+    if (isinf(t)) return t > 0 ? OUT_LIT(self, "Infinity") : OUT_LIT(self, "-Infinity");
+    char *r = PyOS_double_to_string(t, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!r) return -1;
+    int rc = out_bytes(self, r, strlen(r));
+    PyMem_Free(r);
+    return rc;
+}
+
+static int out_endpoint(Loop *self, const unsigned char *addr, int alen, unsigned port) {
+    if (alen == 4) {
+        for (int i = 0; i < 4; i++)
+            if ((i && OUT_LIT(self, ".") < 0) || out_ll(self, addr[i]) < 0) return -1;
+        return OUT_LIT(self, ":") < 0 ? -1 : out_ll(self, port);
+    }
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)addr, alen);
+    if (!raw) return -1;
+    PyObject *text = PyObject_CallOneArg(self->addr_text, raw);
+    Py_DECREF(raw);
+    if (!text) return -1;
+    int rc = OUT_LIT(self, "[") < 0 || out_str(self, text) < 0 ? -1 : 0;
+    Py_DECREF(text);
+    return rc < 0 || OUT_LIT(self, "]:") < 0 ? -1 : out_ll(self, port);
+}
+
+static PyObject *flags_text(Loop *self, int flags) { /* borrowed if cached, else new: see below */
+    if (flags >= 0 && flags < 512) {
+        if (!self->flags_cache[flags]) {
+            PyObject *n = PyLong_FromLong(flags);
+            if (!n) return NULL;
+            self->flags_cache[flags] = PyObject_CallOneArg(self->flags_text, n);
+            Py_DECREF(n);
+            if (!self->flags_cache[flags]) return NULL;
+        }
+        Py_INCREF(self->flags_cache[flags]);
+        return self->flags_cache[flags];
+    }
+    PyObject *n = PyLong_FromLong(flags);
+    if (!n) return NULL;
+    PyObject *text = PyObject_CallOneArg(self->flags_text, n);
+    Py_DECREF(n);
+    return text;
+}
+
+/* ------------------------------------------------------------------ a connection as Python data */
+
+static PyObject *options_object(const Seg *s) {
+    if (s->opt_obj) {
+        Py_INCREF(s->opt_obj);
+        return s->opt_obj;
+    }
+    return PyBytes_FromStringAndSize((const char *)s->opt, s->opt_len);
+}
+
+static PyObject *optional_u32(char has, uint32_t v) {
+    if (has) return PyLong_FromUnsignedLong(v);
+    Py_RETURN_NONE;
+}
+
+static PyObject *endpoint_tuple(const unsigned char *addr, int alen, unsigned port) {
+    return Py_BuildValue("(y#I)", (const char *)addr, (Py_ssize_t)alen, port);
+}
+
+/* (index, client, server, segs, base_c, base_s, syn_c, syn_s, client_isn, fin_c, fin_s, acked_c,
+ * acked_s, rst, duplicates, moved): show._Conn's fields, segs as the Python loop's 13-tuples */
+static PyObject *conn_tuple(const Conn *c) {
+    const Key *k = &c->key;
+    PyObject *src = endpoint_tuple(k->src, k->alen, k->sport), *dst = endpoint_tuple(k->dst, k->alen, k->dport);
+    PyObject *segs = PyList_New(c->nsegs), *out = NULL;
+    if (!src || !dst || !segs) goto done;
+    for (Py_ssize_t i = 0; i < c->nsegs; i++) {
+        const Seg *s = &c->segs[i];
+        PyObject *options = options_object(s);
+        if (!options) goto done;
+        PyObject *ip_id = s->ip_id < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(s->ip_id);
+        PyObject *r = ip_id ? Py_BuildValue("(sIIiLdLlIINNO)", s->side == 'C' ? "C" : "S", s->rseq, s->rack, s->flags,
+                                            s->length, s->t, s->frame, s->win, s->seq, s->ack, ip_id, options,
+                                            s->comment)
+                            : NULL;
+        if (!r) {
+            if (!ip_id) Py_DECREF(options);
+            goto done;
+        }
+        PyList_SET_ITEM(segs, i, r);
+    }
+    PyObject *base_c = optional_u32(c->has_base_c, c->base_c), *base_s = optional_u32(c->has_base_s, c->base_s),
+             *isn = optional_u32(c->has_client_isn, c->client_isn), *fin_c = optional_u32(c->has_fin_c, c->fin_c),
+             *fin_s = optional_u32(c->has_fin_s, c->fin_s);
+    if (base_c && base_s && isn && fin_c && fin_s)
+        out = Py_BuildValue("(LOOONNNNNNNNNNLN)", c->index, c->client_is_src ? src : dst, c->client_is_src ? dst : src,
+                            segs, base_c, base_s, PyBool_FromLong(c->syn_c), PyBool_FromLong(c->syn_s), isn, fin_c,
+                            fin_s, PyBool_FromLong(c->acked_c), PyBool_FromLong(c->acked_s), PyBool_FromLong(c->rst),
+                            c->duplicates, PyBool_FromLong(c->moved));
+    else {
+        Py_XDECREF(base_c);
+        Py_XDECREF(base_s);
+        Py_XDECREF(isn);
+        Py_XDECREF(fin_c);
+        Py_XDECREF(fin_s);
+    }
+done:
+    Py_XDECREF(src);
+    Py_XDECREF(dst);
+    Py_XDECREF(segs);
+    return out;
+}
+
+static PyObject *call_with_conn(PyObject *hook, const Conn *c) {
+    PyObject *t = conn_tuple(c);
+    if (!t) return NULL;
+    PyObject *r = PyObject_CallOneArg(hook, t);
+    Py_DECREF(t);
+    return r;
+}
+
+/* ------------------------------------------------------------------ a finished connection's text */
+
+static PyObject *conn_text(Loop *self, Conn *c) {
+    self->duplicates += c->duplicates;
+    if (c->moved || c->nsegs > self->shape_max) return call_with_conn(self->conn_text, c);
+    /* the shape: per segment side, relative seq and ack, flags, length */
+    size_t rec = 1 + 4 + 4 + 4 + 8;
+    PyObject *shape = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(rec * (size_t)c->nsegs));
+    if (!shape) return NULL;
+    char *p = PyBytes_AS_STRING(shape);
+    for (Py_ssize_t i = 0; i < c->nsegs; i++) {
+        const Seg *s = &c->segs[i];
+        int32_t flags = s->flags;
+        *p++ = s->side;
+        memcpy(p, &s->rseq, 4), p += 4;
+        memcpy(p, &s->rack, 4), p += 4;
+        memcpy(p, &flags, 4), p += 4;
+        memcpy(p, &s->length, 8), p += 8;
+    }
+    PyObject *facts = PyDict_GetItemWithError(self->shapes, shape);
+    if (facts) {
+        Py_INCREF(facts);
+    } else {
+        if (PyErr_Occurred() || !(facts = call_with_conn(self->facts_text, c))) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        if (PyDict_GET_SIZE(self->shapes) >= self->memo_max) PyDict_Clear(self->shapes);
+        if (PyDict_SetItem(self->shapes, shape, facts) < 0) goto fail;
+    }
+    Py_DECREF(shape);
+    shape = NULL;
+
+    const Key *k = &c->key;
+    const unsigned char *ca = c->client_is_src ? k->src : k->dst, *sa = c->client_is_src ? k->dst : k->src;
+    unsigned cp = c->client_is_src ? k->sport : k->dport, sp = c->client_is_src ? k->dport : k->sport;
+    self->out_len = 0;
+    if (OUT_LIT(self, "{\"client\": \"") < 0 || out_endpoint(self, ca, k->alen, cp) < 0 ||
+        OUT_LIT(self, "\", \"server\": \"") < 0 || out_endpoint(self, sa, k->alen, sp) < 0 ||
+        OUT_LIT(self, "\", ") < 0 || out_str(self, facts) < 0 || out_ll(self, c->index) < 0 ||
+        OUT_LIT(self, ", \"segments\": [") < 0)
+        goto fail;
+    for (Py_ssize_t i = 0; i < c->nsegs; i++) {
+        const Seg *s = &c->segs[i];
+        if ((i && OUT_LIT(self, ", ") < 0) || OUT_LIT(self, "{\"t\": ") < 0 || out_t(self, s->t) < 0) goto fail;
+        PyObject *ft = flags_text(self, s->flags);
+        if (!ft) goto fail;
+        int rc = OUT_LIT(self, ", \"from\": \"") < 0 ||
+                 (s->side == 'C' ? OUT_LIT(self, "client") : OUT_LIT(self, "server")) < 0 ||
+                 OUT_LIT(self, "\", \"flags\": \"") < 0 || out_str(self, ft) < 0;
+        Py_DECREF(ft);
+        if (rc) goto fail;
+        if (OUT_LIT(self, "\", \"seq\": ") < 0 || out_ll(self, s->rseq) < 0 || OUT_LIT(self, ", \"ack\": ") < 0 ||
+            out_ll(self, s->rack) < 0 || OUT_LIT(self, ", \"len\": ") < 0 || out_ll(self, s->length) < 0 ||
+            OUT_LIT(self, ", \"frame\": ") < 0 || out_ll(self, s->frame) < 0 || OUT_LIT(self, ", \"win\": ") < 0 ||
+            out_ll(self, s->win) < 0 || OUT_LIT(self, "}") < 0)
+            goto fail;
+    }
+    if (OUT_LIT(self, "]}") < 0) goto fail;
+    Py_DECREF(facts);
+    PyObject *text = PyUnicode_New((Py_ssize_t)self->out_len, 127); /* ASCII: json.dumps's and ours */
+    if (text) memcpy(PyUnicode_1BYTE_DATA(text), self->out, self->out_len);
+    return text;
+fail:
+    Py_XDECREF(shape);
+    Py_DECREF(facts);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ one packet */
+
+typedef struct {
+    Key key;
+    uint32_t seq, ack;
+    int flags;
+    long win;
+    long long length;
+    long ip_id;
+    unsigned char opt_len;
+    unsigned char opt[MAX_OPTIONS];
+    PyObject *opt_obj; /* new reference, or NULL for raw options */
+} Packet;
+
+/* decode.segments' fast path; 1 when decoded, 0 when the record is for decode.decode */
+static int fast_decode(const unsigned char *b, Py_ssize_t n, Packet *p) {
+    if (n < 54) return 0;
+    if (b[12] == 0x08) {
+        unsigned total = be16(b + 16), frag = be16(b + 20);
+        if (be16(b + 12) != 0x0800 || b[14] != 0x45 || b[23] != 6 || (frag & 0x1FFF) || total < 40) return 0;
+        unsigned thl = (unsigned)(b[46] >> 4) << 2;
+        if (thl == 20) {
+            p->opt_len = 0;
+        } else if (thl > 20 && total - 20 >= thl && n >= 34 + (Py_ssize_t)thl) {
+            p->opt_len = (unsigned char)(thl - 20);
+            memcpy(p->opt, b + 54, thl - 20);
+        } else {
+            return 0;
+        }
+        p->key.alen = 4;
+        memcpy(p->key.src, b + 26, 4);
+        memcpy(p->key.dst, b + 30, 4);
+        p->key.sport = be16(b + 34);
+        p->key.dport = be16(b + 36);
+        p->seq = be32(b + 38);
+        p->ack = be32(b + 42);
+        p->flags = b[47];
+        p->win = be16(b + 48);
+        p->ip_id = be16(b + 18);
+        p->length = (long long)total - 20 - thl;
+        return 1;
+    }
+    if (b[12] == 0x86 && n >= 74) {
+        unsigned plen = be16(b + 18);
+        if (be16(b + 12) != 0x86DD || b[14] >> 4 != 6 || b[20] != 6 || plen < 20) return 0;
+        unsigned thl = (unsigned)(b[66] >> 4) << 2;
+        if (thl == 20) {
+            p->opt_len = 0;
+        } else if (thl > 20 && plen >= thl && n >= 54 + (Py_ssize_t)thl) {
+            p->opt_len = (unsigned char)(thl - 20);
+            memcpy(p->opt, b + 74, thl - 20);
+        } else {
+            return 0;
+        }
+        p->key.alen = 16;
+        memcpy(p->key.src, b + 22, 16);
+        memcpy(p->key.dst, b + 38, 16);
+        p->key.sport = be16(b + 54);
+        p->key.dport = be16(b + 56);
+        p->seq = be32(b + 58);
+        p->ack = be32(b + 62);
+        p->flags = b[67];
+        p->win = be16(b + 68);
+        p->ip_id = -1;
+        p->length = (long long)plen - thl;
+        return 1;
+    }
+    return 0;
+}
+
+static int as_u32(PyObject *o, uint32_t *out) {
+    unsigned long v = PyLong_AsUnsignedLong(o);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* hooks.decoded(record): None, or (src, sport, dst, dport, seq, ack, flags, win, length, options,
+ * ip_id) with packed addresses; 1 decoded, 0 not TCP, -1 error */
+static int slow_decode(Loop *self, PyObject *record, Packet *p) {
+    PyObject *r = PyObject_CallOneArg(self->decoded, record);
+    if (!r) return -1;
+    if (r == Py_None) {
+        Py_DECREF(r);
+        return 0;
+    }
+    PyObject *src, *dst, *sport, *dport, *seq, *ack, *flags, *win, *length, *options, *ip_id;
+    if (!PyArg_ParseTuple(r, "SOSOOOOOOOO", &src, &sport, &dst, &dport, &seq, &ack, &flags, &win, &length, &options,
+                          &ip_id))
+        goto fail;
+    Py_ssize_t alen = PyBytes_GET_SIZE(src);
+    if ((alen != 4 && alen != 16) || PyBytes_GET_SIZE(dst) != alen) {
+        PyErr_SetString(PyExc_ValueError, "decoded: addresses must be 4 or 16 packed bytes");
+        goto fail;
+    }
+    memset(&p->key, 0, sizeof(Key));
+    p->key.alen = (unsigned char)alen;
+    memcpy(p->key.src, PyBytes_AS_STRING(src), (size_t)alen);
+    memcpy(p->key.dst, PyBytes_AS_STRING(dst), (size_t)alen);
+    uint32_t v;
+    if (as_u32(sport, &v) < 0) goto fail;
+    p->key.sport = (uint16_t)v;
+    if (as_u32(dport, &v) < 0) goto fail;
+    p->key.dport = (uint16_t)v;
+    if (as_u32(seq, &p->seq) < 0 || as_u32(ack, &p->ack) < 0) goto fail;
+    p->flags = (int)PyLong_AsLong(flags);
+    p->win = PyLong_AsLong(win);
+    p->length = PyLong_AsLongLong(length);
+    p->ip_id = ip_id == Py_None ? -1 : PyLong_AsLong(ip_id);
+    if (PyErr_Occurred()) goto fail;
+    p->opt_len = 0;
+    p->opt_obj = Py_NewRef(options);
+    Py_DECREF(r);
+    return 1;
+fail:
+    Py_DECREF(r);
+    return -1;
+}
+
+/* _same_options(a, b) of show.py */
+static int same_options(Loop *self, const Seg *s, const Packet *p) {
+    if (!s->opt_obj && !p->opt_obj && s->opt_len == p->opt_len && memcmp(s->opt, p->opt, s->opt_len) == 0) return 1;
+    PyObject *a = options_object(s);
+    PyObject *b = p->opt_obj ? Py_NewRef(p->opt_obj) : PyBytes_FromStringAndSize((const char *)p->opt, p->opt_len);
+    PyObject *r = a && b ? PyObject_CallFunctionObjArgs(self->same_options, a, b, NULL) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    if (!r) return -1;
+    int same = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return same;
+}
+
+/* track() and Connection.add for one decoded packet (owns p->opt_obj); -1 on error */
+static int track(Loop *self, Packet *p, double t, long long frame, PyObject *comment) {
+    Node **slot = table_slot(self, &p->key);
+    Conn *c = *slot ? (*slot)->conn : NULL;
+    int flags = p->flags;
+    if (!c || ((flags & SYN) && !(flags & ACK) && is_finished(c) && (!c->has_client_isn || p->seq != c->client_isn))) {
+        Key rkey;
+        self->count++;
+        c = PyMem_Calloc(1, sizeof(Conn));
+        if (!c) goto nomem;
+        c->index = self->count;
+        c->key = p->key;
+        c->client_is_src = !((flags & SYN) && (flags & ACK)); /* a SYN-ACK comes from the server */
+        reverse_key(&p->key, &rkey);
+        if (table_set(self, &p->key, c) < 0 || table_set(self, &rkey, c) < 0) {
+            conn_free(c);
+            goto nomem;
+        }
+        if (!self->head) self->head = c;
+        else self->tail->next = c;
+        self->tail = c;
+    }
+    /* the side: whether the packet comes from the client */
+    const Key *k = &c->key;
+    const unsigned char *caddr = c->client_is_src ? k->src : k->dst;
+    unsigned cport = c->client_is_src ? k->sport : k->dport;
+    char side = (p->key.sport == cport && memcmp(p->key.src, caddr, k->alen) == 0) ? 'C' : 'S';
+    int duplicate = 0;
+    Py_ssize_t from = c->nsegs > self->lookback ? c->nsegs - self->lookback : 0;
+    for (Py_ssize_t i = from; i < c->nsegs; i++) {
+        const Seg *r = &c->segs[i];
+        if (r->seq == p->seq && r->ack == p->ack && r->side == side && t - r->t <= self->window && r->flags == flags &&
+            r->length == p->length && r->win == p->win && r->ip_id == p->ip_id) {
+            int same = same_options(self, r, p);
+            if (same < 0) goto fail;
+            if (same) {
+                duplicate = 1;
+                break;
+            }
+        }
+    }
+    if (duplicate) {
+        c->duplicates++;
+        Py_CLEAR(p->opt_obj);
+    } else {
+        if (c->nsegs == c->cap) {
+            Py_ssize_t cap = c->cap ? c->cap * 2 : 8;
+            Seg *segs = PyMem_Realloc(c->segs, (size_t)cap * sizeof(Seg));
+            if (!segs) goto nomem;
+            c->segs = segs;
+            c->cap = cap;
+        }
+        Seg *s = &c->segs[c->nsegs++];
+        uint32_t syn = (flags & SYN) ? 1 : 0;
+        s->t = t;
+        s->frame = frame;
+        s->length = p->length;
+        s->seq = p->seq;
+        s->ack = p->ack;
+        s->win = p->win;
+        s->ip_id = p->ip_id;
+        s->flags = flags;
+        s->side = side;
+        s->opt_len = p->opt_len;
+        memcpy(s->opt, p->opt, p->opt_len);
+        s->opt_obj = p->opt_obj; /* the reference moves here */
+        p->opt_obj = NULL;
+        s->comment = Py_NewRef(comment);
+        if (side == 'C') {
+            if (flags & SYN) {
+                if (!c->syn_c) {
+                    if (c->has_base_c) c->moved = 1;
+                    c->base_c = p->seq, c->has_base_c = 1, c->syn_c = 1;
+                }
+                if (!(flags & ACK) && !c->has_client_isn) c->client_isn = p->seq, c->has_client_isn = 1;
+            } else if (!c->has_base_c) {
+                c->base_c = p->seq - 1, c->has_base_c = 1;
+            }
+            if (flags & ACK) {
+                if (!c->has_base_s) c->base_s = p->ack - 1, c->has_base_s = 1;
+                s->rack = p->ack - c->base_s;
+            } else {
+                s->rack = 0;
+            }
+            s->rseq = p->seq - c->base_c;
+            if (flags & RST) c->rst = 1;
+            if (flags & FIN) c->fin_c = (uint32_t)((uint64_t)p->seq + (uint64_t)p->length + syn + 1), c->has_fin_c = 1;
+            if ((flags & ACK) && c->has_fin_s && (uint32_t)(p->ack - c->fin_s) < HALF) c->acked_s = 1;
+        } else {
+            if (flags & SYN) {
+                if (!c->syn_s) {
+                    if (c->has_base_s) c->moved = 1;
+                    c->base_s = p->seq, c->has_base_s = 1, c->syn_s = 1;
+                }
+            } else if (!c->has_base_s) {
+                c->base_s = p->seq - 1, c->has_base_s = 1;
+            }
+            if (flags & ACK) {
+                if (!c->has_base_c) c->base_c = p->ack - 1, c->has_base_c = 1;
+                s->rack = p->ack - c->base_c;
+            } else {
+                s->rack = 0;
+            }
+            s->rseq = p->seq - c->base_s;
+            if (flags & RST) c->rst = 1;
+            if (flags & FIN) c->fin_s = (uint32_t)((uint64_t)p->seq + (uint64_t)p->length + syn + 1), c->has_fin_s = 1;
+            if ((flags & ACK) && c->has_fin_c && (uint32_t)(p->ack - c->fin_c) < HALF) c->acked_c = 1;
+        }
+    }
+    if (c == self->head && !duplicate && is_finished(c)) self->ready = c->segs[c->nsegs - 1].t + self->half_linger;
+    if (t >= self->ready) {
+        self->draining = 1;
+        self->now = t;
+    }
+    return 0;
+nomem:
+    PyErr_NoMemory();
+fail:
+    Py_CLEAR(p->opt_obj);
+    return -1;
+}
+
+/* the connection at the head handed on: its text (new reference); the connection is freed */
+static PyObject *pop_head(Loop *self, int forget) {
+    Conn *c = self->head;
+    self->head = c->next;
+    if (!self->head) self->tail = NULL;
+    if (forget) {
+        Key rkey;
+        reverse_key(&c->key, &rkey);
+        table_forget(self, &c->key, c);
+        table_forget(self, &rkey, c);
+    }
+    PyObject *text = conn_text(self, c);
+    conn_free(c);
+    return text;
+}
+
+static PyObject *Loop_next(Loop *self) {
+    for (;;) {
+        if (self->draining) {
+            Conn *h = self->head;
+            if (h && is_finished(h) && !(self->now - h->segs[h->nsegs - 1].t < self->linger)) return pop_head(self, 1);
+            self->draining = 0;
+            self->ready = h && is_finished(h) ? h->segs[h->nsegs - 1].t + self->half_linger : INFINITY;
+        }
+        if (self->ended) {
+            if (self->head) return pop_head(self, 0);
+            return NULL;
+        }
+        PyObject *record = PyIter_Next(self->records);
+        if (!record) {
+            if (PyErr_Occurred()) return NULL;
+            self->ended = 1;
+            continue;
+        }
+        if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) < 10) {
+            Py_DECREF(record);
+            PyErr_SetString(PyExc_TypeError, "records must be read_records' 10-tuples");
+            return NULL;
+        }
+        self->packets++;
+        /* (index, t, linktype, buf, start, end, orig_len, comment, interface, section) */
+        long long frame = PyLong_AsLongLong(PyTuple_GET_ITEM(record, 0));
+        double t = PyFloat_AsDouble(PyTuple_GET_ITEM(record, 1));
+        long lt = PyLong_AsLong(PyTuple_GET_ITEM(record, 2));
+        PyObject *buf = PyTuple_GET_ITEM(record, 3);
+        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(record, 4)), end = PyLong_AsSsize_t(PyTuple_GET_ITEM(record, 5));
+        if (PyErr_Occurred()) {
+            Py_DECREF(record);
+            return NULL;
+        }
+        Packet p;
+        p.opt_obj = NULL;
+        memset(&p.key, 0, sizeof(Key));
+        int decoded = 0;
+        if (lt == 1 && PyBytes_Check(buf) && 0 <= start && start <= end && end <= PyBytes_GET_SIZE(buf))
+            decoded = fast_decode((const unsigned char *)PyBytes_AS_STRING(buf) + start, end - start, &p);
+        if (!decoded) decoded = slow_decode(self, record, &p);
+        if (decoded <= 0) {
+            Py_DECREF(record);
+            if (decoded < 0) return NULL;
+            continue;
+        }
+        self->tcp++;
+        int rc = track(self, &p, t, frame, PyTuple_GET_ITEM(record, 7));
+        Py_DECREF(record);
+        if (rc < 0) return NULL;
+    }
+}
+
+/* ------------------------------------------------------------------ the type */
+
+static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", NULL};
+    PyObject *records, *hooks;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO", kw, &records, &self->linger, &self->window,
+                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks))
+        return -1;
+    if (self->records) {
+        PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
+        return -1;
+    }
+    if (!(self->records = PyObject_GetIter(records))) return -1;
+    struct { PyObject **slot; const char *name; } names[] = {
+        {&self->decoded, "decoded"},       {&self->conn_text, "conn_text"},   {&self->facts_text, "facts_text"},
+        {&self->addr_text, "addr_text"},   {&self->flags_text, "flags_text"}, {&self->same_options, "same_options"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!(*names[i].slot = PyObject_GetAttrString(hooks, names[i].name))) return -1;
+    self->half_linger = self->linger * 0.5;
+    self->ready = INFINITY;
+    self->nbuckets = 1024;
+    if (!(self->buckets = PyMem_Calloc(self->nbuckets, sizeof(Node *)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!(self->shapes = PyDict_New())) return -1;
+    return 0;
+}
+
+static void Loop_dealloc(Loop *self) {
+    while (self->head) {
+        Conn *c = self->head;
+        self->head = c->next;
+        conn_free(c);
+    }
+    if (self->buckets) {
+        for (size_t i = 0; i < self->nbuckets; i++) {
+            Node *node = self->buckets[i];
+            while (node) {
+                Node *next = node->next;
+                PyMem_Free(node);
+                node = next;
+            }
+        }
+        PyMem_Free(self->buckets);
+    }
+    for (int i = 0; i < 512; i++) Py_XDECREF(self->flags_cache[i]);
+    PyMem_Free(self->out);
+    Py_XDECREF(self->records);
+    Py_XDECREF(self->decoded);
+    Py_XDECREF(self->conn_text);
+    Py_XDECREF(self->facts_text);
+    Py_XDECREF(self->addr_text);
+    Py_XDECREF(self->flags_text);
+    Py_XDECREF(self->same_options);
+    Py_XDECREF(self->shapes);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Loop_counts(Loop *self, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("(LLL)", self->packets, self->tcp, self->duplicates);
+}
+
+static PyMethodDef Loop_methods[] = {
+    {"counts", (PyCFunction)Loop_counts, METH_NOARGS,
+     "(packets, tcp packets, duplicates of the connections handed on so far)"},
+    {NULL},
+};
+
+static PyTypeObject LoopType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "verifier.wire._showloop.Loop",
+    .tp_basicsize = sizeof(Loop),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks): the texts of show --json",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Loop_init,
+    .tp_dealloc = (destructor)Loop_dealloc,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Loop_next,
+    .tp_methods = Loop_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_showloop", "The loop of `verifier show --json`, compiled (see show.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__showloop(void) {
+    if (PyType_Ready(&LoopType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&LoopType);
+    if (PyModule_AddObject(m, "Loop", (PyObject *)&LoopType) < 0) {
+        Py_DECREF(&LoopType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
