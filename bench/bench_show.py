@@ -6,7 +6,9 @@ Default files: bench/data/conn120k.pcap and bench/data/conn25k.pcap (made by gen
 `make bench-data`). Every tool runs as a child process, its output to /dev/null; wall time
 (median over the rounds, tools interleaved within a round) and peak memory (the child's own
 RSS high-water mark, from wait4's rusage) are measured. The tools:
-- verifier: `verifier show --json FILE`
+- verifier: `verifier show --json FILE` (its loop compiled: verifier/wire/_showloop.c)
+- verifier-python: the same with the compiled loop switched off (show.py's Python loop, which runs
+  where no C compiler built the extension)
 - tshark:   `tshark -r FILE -T fields -e tcp.stream -e tcp.flags -e tcp.seq -e tcp.ack -e tcp.len`
 - dpkt:     bench/readers.py dpkt FILE (read + decode Ethernet/IP/TCP; no tracking, no output)
 - scapy:    bench/readers.py scapy FILE (PcapReader + TCP layer; slow: --ref-rounds runs)
@@ -31,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 TOOLS = {
     "verifier": lambda f: [PY, "-m", "verifier", "show", "--json", str(f)],
+    "verifier-python": lambda f: [PY, "-c", "import sys, verifier.wire.show as s; s._showloop = None; "
+                                  "from verifier.cli import main; sys.exit(main(sys.argv[1:]))", "show", "--json", str(f)],
     "tshark": lambda f: ["tshark", "-r", str(f), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags", "-e", "tcp.seq",
                          "-e", "tcp.ack", "-e", "tcp.len"],
     "dpkt": lambda f: [PY, str(ROOT / "bench" / "readers.py"), "dpkt", str(f)],
@@ -69,9 +73,14 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"missing {', '.join(map(str, missing))}: make them with `sudo make bench-data`", file=sys.stderr)
         return 2
+    from verifier.wire import show
+
+    if show._showloop is None:
+        print("verifier/wire/_showloop.c is not built (make setup builds it: gcc, Python's headers)", file=sys.stderr)
+        return 2
     packets = {f: count_packets(f) for f in files}
     runs: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
-    plan = [(tool, a.rounds) for tool in ("verifier", "tshark")]
+    plan = [(tool, a.rounds) for tool in ("verifier", "tshark", "verifier-python")]
     plan += [(tool, a.ref_rounds) for tool in ("dpkt", "scapy") if not (tool == "scapy" and a.no_scapy)]
     for n in range(max(r for _, r in plan)):
         for f in files:
@@ -92,12 +101,12 @@ def main(argv: list[str]) -> int:
                           "packets_per_s": packets[f] / wall, "peak_rss_mib": max(r[1] for r in rs) / 1024,
                           "exit": sorted({r[2] for r in rs}), "runs": len(rs), "all_seconds": [r[0] for r in rs]})
     by = {(row["file"], row["tool"]): row for row in table}
-    print(f"\n{'file':16} {'packets':>9} {'tool':9} {'seconds':>8} {'kpackets/s':>11} {'peak MiB':>9} {'verifier is':>12}")
+    print(f"\n{'file':16} {'packets':>9} {'tool':15} {'seconds':>8} {'kpackets/s':>11} {'peak MiB':>9} {'verifier is':>12}")
     for row in table:
         mine = by[(row["file"], "verifier")]
         speed = mine["packets_per_s"] / row["packets_per_s"]
         row["verifier_speedup"] = speed
-        print(f"{row['file']:16} {row['packets']:9d} {row['tool']:9} {row['seconds']:8.2f} {row['packets_per_s'] / 1000:11.1f} "
+        print(f"{row['file']:16} {row['packets']:9d} {row['tool']:15} {row['seconds']:8.2f} {row['packets_per_s'] / 1000:11.1f} "
               f"{row['peak_rss_mib']:9.1f} {speed:11.1f}x")
     summary = {}
     for f in files:
