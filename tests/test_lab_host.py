@@ -59,6 +59,31 @@ def test_place_and_capture_per_os():
     assert isinstance(place_for(scenarios["client-end"], "linux"), Namespace)
 
 
+def test_syn_rto_is_a_cgroup_on_linux_and_ignored_with_a_note_elsewhere():
+    import contextlib
+    import io
+
+    from verifier.lab.run import SYN_RTO_IGNORED, ScenarioResult, syn_rto_for
+    from verifier.lab.runtime import Runtime
+    from verifier.lab.synrto import SynRtoCgroup
+    from verifier.report import ResultsTable, result_record
+
+    scenarios = {s.name: s for s in builtin()}
+    timed = scenarios["attempt-timeout"]
+    assert timed.syn_rto == 0.1
+    linux = syn_rto_for(timed, "linux")
+    assert isinstance(linux, SynRtoCgroup) and linux.seconds == 0.1 and not linux.path  # made on enter
+    for family in ("darwin", "windows"):
+        assert isinstance(syn_rto_for(timed, family), contextlib.nullcontext)
+    assert isinstance(syn_rto_for(scenarios["client-end"], "linux"), contextlib.nullcontext)
+    # the note is printed for a run that held, and in the JSON
+    result = ScenarioResult(timed, Runtime("node", "node", "20.0.0"), "tcpdump", "held", notes=[SYN_RTO_IGNORED])
+    out = io.StringIO()
+    ResultsTable(out, total=1).finish([result], 1.0, [])
+    assert "note: attempt-timeout (node): 'syn-rto:' ignored: only Linux" in out.getvalue()
+    assert result_record(result)["notes"] == [SYN_RTO_IGNORED]
+
+
 def test_marker_token_on_bsd_null_frames():
     import struct
 

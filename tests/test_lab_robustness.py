@@ -16,6 +16,7 @@ from verifier.lab import capture as capture_module
 from verifier.lab import netns
 from verifier.lab.run import run_scenario
 from verifier.lab.runtime import resolve as resolve_runtime
+from verifier.lab.synrto import cgroup2_root
 from verifier.scenario import load
 
 pytestmark = pytest.mark.privileged
@@ -127,7 +128,8 @@ def test_a_run_never_touches_the_hosts_firewall_sysctls_or_hosts_file():
         ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
         sysctls = {k: Path("/proc/sys/net/ipv4", k).read_text() for k in ("tcp_syn_retries", "tcp_syn_linear_timeouts")
                    if Path("/proc/sys/net/ipv4", k).exists()}
-        return ruleset, sysctls, Path("/etc/hosts").read_bytes()
+        cgroups = sorted(p.name for p in Path(cgroup2_root()).glob("verifier-*"))  # attempt-timeout's syn-rto cgroup
+        return ruleset, sysctls, Path("/etc/hosts").read_bytes(), cgroups
 
     before = snapshot()
     out = subprocess.run([sys.executable, "-m", "verifier", "run", "attempt-timeout", "lookup"], capture_output=True, text=True, timeout=60)

@@ -19,6 +19,7 @@ PROGRAM = """\
 // sysctl: net.ipv4.tcp_syn_retries = 1
 // sysctl: net.core.somaxconn=8
 // timeout: 2.5
+// syn-rto: 200ms
 // Some prose: with a colon in it, which is not a header key.
 import { done } from "./probe.mjs";
 // timeout: 99  (after the first code line: not a header)
@@ -42,6 +43,7 @@ def test_header_fields():
     assert len(s.nft) == 2 and s.nft[0].startswith("table inet a") and s.nft[1].startswith("table inet b")
     assert s.sysctls == (("net.ipv4.tcp_syn_retries", "1"), ("net.core.somaxconn", "8"))
     assert s.timeout == 2.5  # the `timeout: 99` after the code is not part of the header
+    assert s.syn_rto == 0.2
     assert s.expectation is None and s.expectation_offset == 0
     assert s.env == DEFAULT_ENV and s.env is not DEFAULT_ENV
 
@@ -49,7 +51,7 @@ def test_header_fields():
 def test_header_defaults_and_description_only_from_the_first_line():
     s = parse_program("demo", Path("demo.mjs"), "// seed: x\n// demo: late\nimport x from 'y';\n", None, "")
     assert s.description == "(no description)" and s.seed == "x"
-    assert s.nft == () and s.sysctls == () and s.timeout == 20.0
+    assert s.nft == () and s.sysctls == () and s.timeout == 20.0 and s.syn_rto is None
 
 
 def test_header_skips_blank_lines_and_stops_at_code():
@@ -60,6 +62,12 @@ def test_header_skips_blank_lines_and_stops_at_code():
 @pytest.mark.parametrize("line,needle", [
     ("// sysctl: net.ipv4.tcp_syn_retries", "'sysctl:' takes key=value"),
     ("// timeout: soon", "'timeout:' takes seconds"),
+    ("// syn-rto: fast", "'syn-rto:' takes a duration like 200ms or 0.2s, got 'fast'"),
+    ("// syn-rto: 200", "'syn-rto:' takes a duration like 200ms or 0.2s, got '200'"),
+    ("// syn-rto: -5ms", "'syn-rto:' takes a duration"),
+    ("// syn-rto: 0ms", "'syn-rto:' 0ms is out of range: at least 1 ms"),
+    ("// syn-rto: 0.5ms", "'syn-rto:' 0.5ms is out of range"),
+    ("// syn-rto: 121s", "at most 120 s (TCP_RTO_MAX)"),
 ])
 def test_bad_header_values_name_file_and_line(line, needle):
     text = f"// demo: d\n// seed: s\n{line}\n"
@@ -67,6 +75,12 @@ def test_bad_header_values_name_file_and_line(line, needle):
         parse_program("demo", Path("/s/demo.mjs"), text, None, "")
     assert str(err.value).startswith("/s/demo.mjs:3: ")
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("value,seconds", [("200ms", 0.2), ("0.2s", 0.2), ("1s", 1.0), ("100 ms", 0.1), ("4ms", 0.004), ("120s", 120.0)])
+def test_syn_rto_takes_milliseconds_or_seconds(value, seconds):
+    s = parse_program("demo", Path("demo.mjs"), f"// demo: d\n// syn-rto: {value}\n", None, "")
+    assert s.syn_rto == pytest.approx(seconds)
 
 
 def test_embedded_expect_block_with_its_line_offset(tmp_path):

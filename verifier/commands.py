@@ -99,6 +99,7 @@ def cmd_run(args, out) -> int:
     from .lab import runtime as runtimes
     from .lab.netns import check_privileges, remove_leftovers
     from .lab.run import run_many
+    from .lab.synrto import jiffies_for
 
     if args.jobs < 1:
         raise UsageError("-j takes a positive number")
@@ -127,6 +128,9 @@ def cmd_run(args, out) -> int:
     if family == "linux":
         check_privileges()
         remove_leftovers()
+        for s in chosen:  # an RTO this kernel cannot express stops everything before anything runs (exit 2)
+            if s.syn_rto is not None:
+                jiffies_for(s.syn_rto, str(s.program))
     elif family == "darwin" and os.geteuid() != 0:
         raise EnvironmentProblem("capturing on lo0 needs root: run `sudo make verify`")
     rts = [runtimes.resolve(r) for r in (args.runtime or ["node"])]

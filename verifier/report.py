@@ -21,6 +21,7 @@ def result_record(r) -> dict:
         "status": r.status,
         "mismatches": [dict(m.record(), source=r.scenario.expectation_source) for m in r.mismatches],
         "problems": r.problems,
+        "notes": r.notes,
         "pcap": r.pcap_path,
         "duration": round(r.duration, 6),
         "harness_wall": round(r.wall, 6),
@@ -72,6 +73,9 @@ class ResultsTable:
                 w.write(ladder(entries, r.connections))
             if show_mermaid:
                 w.write("```mermaid\n" + mermaid(entries, r.connections) + "```\n")
+        for r in results:
+            for note in r.notes:
+                w.write(f"note: {r.scenario.name} ({r.runtime.name}): {note}\n")
         if fixture_notes:
             w.write("\nwhere behaviour differs (from the checked-in fixtures, or between runtimes):\n")
             for note in fixture_notes:

@@ -1,4 +1,4 @@
-"""What a scenario is: its program's header (description, seed, nft, sysctl) and its expectation text."""
+"""What a scenario is: its program's header (description, seed, nft, sysctl, syn-rto) and its expectation text."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ DEFAULT_ENV = {"VERIFIER_HOST": "localhost", "VERIFIER_PORT": "5000", "VERIFIER_
 
 _HEADER = re.compile(r"^//\s*(?P<key>[A-Za-z][\w-]*)\s*:\s*(?P<value>.*?)\s*$")
 _EXPECT_BLOCK = re.compile(r"/\*\s*expect\s*\n(?P<body>.*?)\*/", re.S)
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s)")
+SYN_RTO_MIN_S = 0.001  # a jiffy is at least 1 ms where HZ <= 1000; the lab checks the kernel's own HZ
+SYN_RTO_MAX_S = 120.0  # TCP_RTO_MAX: the kernel caps any RTO there
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Scenario:
     nft: tuple[str, ...] = ()  # nftables rulesets to load in the namespace ($VARS substituted)
     sysctls: tuple[tuple[str, str], ...] = ()
     timeout: float = 20.0
+    syn_rto: float | None = None  # seconds: the initial SYN RTO of the program's sockets (Linux: lab.synrto)
     expectation: str | None = None  # the expectation's text
     expectation_source: str = ""  # where it came from (file name), for messages
     expectation_offset: int = 0  # line offset of an embedded block inside the program
@@ -50,9 +54,9 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
     """A scenario from its program's text: leading `// key: value` comment lines are its header.
 
     The first header line is `// NAME: description`; then `seed:`, `nft:` (repeatable),
-    `sysctl: key=value` (repeatable), `timeout: seconds`. The expectation is a NAME.expect file
-    beside the program or a `/* expect ... */` block in the program."""
-    description, seed, nft, sysctls, timeout = "", "", [], [], 20.0
+    `sysctl: key=value` (repeatable), `timeout: seconds`, `syn-rto: 200ms` (or `0.2s`). The
+    expectation is a NAME.expect file beside the program or a `/* expect ... */` block in the program."""
+    description, seed, nft, sysctls, timeout, syn_rto = "", "", [], [], 20.0, None
     for n, line in enumerate(text.splitlines()):
         if not line.startswith("//"):
             if line.strip():
@@ -78,6 +82,11 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
                 timeout = float(value)
             except ValueError:
                 raise UsageError(f"{program}:{n + 1}: 'timeout:' takes seconds, got {value!r}") from None
+        elif key == "syn-rto":
+            try:
+                syn_rto = parse_syn_rto(value)
+            except ValueError as e:
+                raise UsageError(f"{program}:{n + 1}: 'syn-rto:' {e}") from None
     offset = 0
     if expectation is None:
         block = _EXPECT_BLOCK.search(text)
@@ -87,9 +96,20 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
             offset = text[: block.start("body")].count("\n")
     return Scenario(
         name=name, program=program, description=description or "(no description)", seed=seed,
-        nft=tuple(nft), sysctls=tuple(sysctls), timeout=timeout, expectation=expectation,
+        nft=tuple(nft), sysctls=tuple(sysctls), timeout=timeout, syn_rto=syn_rto, expectation=expectation,
         expectation_source=expectation_source, expectation_offset=offset,
     )
+
+
+def parse_syn_rto(value: str) -> float:
+    """`200ms` or `0.2s` in seconds; ValueError (saying what it takes) for anything else."""
+    m = _DURATION.fullmatch(value.strip())
+    if not m:
+        raise ValueError(f"takes a duration like 200ms or 0.2s, got {value!r}")
+    seconds = float(m["number"]) / (1000 if m["unit"] == "ms" else 1)
+    if not SYN_RTO_MIN_S <= seconds <= SYN_RTO_MAX_S:
+        raise ValueError(f"{value.strip()} is out of range: at least 1 ms (a jiffy at HZ=1000), at most 120 s (TCP_RTO_MAX)")
+    return seconds
 
 
 def load(program: Path) -> Scenario:

@@ -332,8 +332,10 @@ def _bring_up(interface: str) -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", interface.encode(), flags | IFF_UP))
 
 
-def _creator_pid(name: str) -> int | None:
-    head = name[len(PREFIX):].split("-", 1)[0]
+def _creator_pid(name: str, prefix: str = PREFIX) -> int | None:
+    if not name.startswith(prefix):
+        return None
+    head = name[len(prefix):].split("-", 1)[0]
     return int(head) if head.isdigit() else None
 
 
@@ -347,20 +349,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def left_by_dead_process(name: str, prefix: str = PREFIX) -> bool:
+    """Whether `name` is `<prefix><pid>-...` and that pid (not this process) is gone."""
+    pid = _creator_pid(name, prefix)
+    return pid is not None and pid != os.getpid() and not _alive(pid)
+
+
 def remove_leftovers() -> list[str]:
-    """Remove namespaces (and /etc/netns dirs) with our prefix whose creating pid is gone; their names."""
+    """Remove what runs whose process is gone left behind: namespaces (and /etc/netns dirs) with
+    our prefix and the dead pid in their name, then the scenario cgroups (synrto); their names."""
     names: set[str] = set()
     for directory in (NETNS_RUN_DIR, NETNS_ETC_DIR):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             names.update(entry.name for entry in os.scandir(directory) if entry.name.startswith(PREFIX))
     removed = []
     for name in sorted(names):
-        pid = _creator_pid(name)
-        if pid is None or pid == os.getpid() or _alive(pid):
+        if not left_by_dead_process(name):
             continue
         with _sigint_deferred():
             if (NETNS_RUN_DIR / name).exists():
                 _kill_all_in(NETNS_RUN_DIR / name)
             _delete_namespace_files(name)
         removed.append(name)
-    return removed
+    from .synrto import remove_leftover_cgroups  # it imports this module
+
+    return removed + remove_leftover_cgroups()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -37,6 +38,7 @@ class ScenarioResult:
     status: str  # "held", "failed" (the wire or events differ), "error" (the program or the lab failed)
     mismatches: list[Mismatch] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said about a run that held too (e.g. a header ignored here)
     connections: list[Connection] = field(default_factory=list)
     events: list[EventLine] = field(default_factory=list)
     pcap: bytes = b""
@@ -99,6 +101,20 @@ def place_for(scenario: Scenario, family: str):
     return Host(family)
 
 
+SYN_RTO_IGNORED = ("'syn-rto:' ignored: only Linux lets the lab set the initial SYN RTO (a cgroup with a sock_ops "
+                   "BPF program); the OS's own RTO applies, so the run takes longer")
+
+
+def syn_rto_for(scenario: Scenario, family: str):
+    """The cgroup giving the program's sockets the scenario's initial SYN RTO (Linux, `syn-rto:`);
+    a null context (None) without the header or off Linux (there the header is ignored, with a note)."""
+    if scenario.syn_rto is None or family != "linux":
+        return contextlib.nullcontext(None)
+    from .synrto import SynRtoCgroup
+
+    return SynRtoCgroup(scenario.syn_rto, source=str(scenario.program))
+
+
 def capture_for(backend: str, family: str, scenario: Scenario):
     """The capture backend: any on Linux (inside the namespace); tcpdump/dumpcap with a port filter elsewhere."""
     if family == "linux":
@@ -118,16 +134,20 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
     work = _private_dir(user)
     try:
         program, events_file = stage_program(scenario, work, user)
-        with place_for(scenario, family) as ns:
+        if scenario.syn_rto is not None and family != "linux":
+            result.notes.append(SYN_RTO_IGNORED)
+        with place_for(scenario, family) as ns, syn_rto_for(scenario, family) as cgroup:
             cap = capture_for(backend, family, scenario)
             cap.start(ns)
             try:
                 env = program_env(scenario, runtime, work, events_file)
                 if stop is not None and stop.is_set():
                     raise Cancelled("the run was interrupted")
+                argv = ns.command(runtime.command(program), user=user)
+                if cgroup is not None:
+                    argv = cgroup.command(argv)  # joins the cgroup first, then the namespace, then drops root
                 proc = run_program(
-                    ns.command(runtime.command(program), user=user), env=env, cwd=str(work), timeout=scenario.timeout,
-                    cancel=stop, halt=cap.overflow,
+                    argv, env=env, cwd=str(work), timeout=scenario.timeout, cancel=stop, halt=cap.overflow,
                 )
             except BaseException:
                 cap.close()  # interrupted: release the sniffer, keep nothing
