@@ -573,6 +573,8 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         c->client_is_src = !((flags & SYN) && (flags & ACK)); /* a SYN-ACK comes from the server */
         reverse_key(&p->key, &rkey);
         if (table_set(self, &p->key, c) < 0 || table_set(self, &rkey, c) < 0) {
+            table_forget(self, &p->key, c);
+            table_forget(self, &rkey, c);
             conn_free(c);
             goto nomem;
         }
@@ -697,6 +699,10 @@ static PyObject *pop_head(Loop *self, int forget) {
 }
 
 static PyObject *Loop_next(Loop *self) {
+    if (!self->records) {
+        PyErr_SetString(PyExc_RuntimeError, "Loop.__init__ was not called");
+        return NULL;
+    }
     for (;;) {
         if (self->draining) {
             Conn *h = self->head;
