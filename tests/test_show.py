@@ -239,3 +239,16 @@ def test_an_ack_half_the_sequence_space_past_a_fin_does_not_ack_it():
                         (700, "C", "S", 9000, 0))
         assert check_bytes(data) == []
         assert len(list(CaptureReading(io.BytesIO(data)).connections())) == (2 if acked else 1)
+
+
+def test_ipv4_fragments_are_left_to_decode():
+    from builders import ether, ipv4, pcap_file, tcp
+
+    segment = tcp(flags="S", seq=1000)
+    records = [ether(ipv4(segment, frag_offset=offset, more_fragments=more))
+               for offset, more in ((0, False), (1, False), (0x1000, False), (0, True), (0x1FFF, False))]
+    data = pcap_file(records)
+    assert check_bytes(data) == []
+    reading = CaptureReading(io.BytesIO(data))
+    # the unfragmented one and the first fragment (offset 0, more to come) carry the TCP header
+    assert [len(c.segments) for c in reading.connections()] == [2] and reading.stats.other == 3

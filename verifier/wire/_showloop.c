@@ -439,58 +439,50 @@ typedef struct {
     PyObject *opt_obj; /* new reference, or NULL for raw options */
 } Packet;
 
-/* decode.segments' fast path; 1 when decoded, 0 when the record is for decode.decode */
+/* the TCP header at b + tcp (its IP payload `ip_payload` bytes): as decode.segments; 0 if its
+ * options do not fit (the record is then for decode.decode) */
+static int tcp_part(const unsigned char *b, Py_ssize_t n, Py_ssize_t tcp, unsigned ip_payload, Packet *p) {
+    const unsigned char *h = b + tcp;
+    unsigned thl = (unsigned)(h[12] >> 4) << 2;
+    if (thl == 20) {
+        p->opt_len = 0;
+    } else if (thl > 20 && ip_payload >= thl && n >= tcp + (Py_ssize_t)thl) {
+        p->opt_len = (unsigned char)(thl - 20);
+        memcpy(p->opt, h + 20, thl - 20);
+    } else {
+        return 0;
+    }
+    p->key.sport = be16(h);
+    p->key.dport = be16(h + 2);
+    p->seq = be32(h + 4);
+    p->ack = be32(h + 8);
+    p->flags = h[13];
+    p->win = be16(h + 14);
+    p->length = (long long)ip_payload - thl;
+    return 1;
+}
+
+/* decode.segments' fast path (Ethernet, then IPv4 without options or IPv6 without extension
+ * headers, then TCP); 1 when decoded, 0 when the record is for decode.decode */
 static int fast_decode(const unsigned char *b, Py_ssize_t n, Packet *p) {
     if (n < 54) return 0;
     if (b[12] == 0x08) {
         unsigned total = be16(b + 16), frag = be16(b + 20);
         if (be16(b + 12) != 0x0800 || b[14] != 0x45 || b[23] != 6 || (frag & 0x1FFF) || total < 40) return 0;
-        unsigned thl = (unsigned)(b[46] >> 4) << 2;
-        if (thl == 20) {
-            p->opt_len = 0;
-        } else if (thl > 20 && total - 20 >= thl && n >= 34 + (Py_ssize_t)thl) {
-            p->opt_len = (unsigned char)(thl - 20);
-            memcpy(p->opt, b + 54, thl - 20);
-        } else {
-            return 0;
-        }
         p->key.alen = 4;
         memcpy(p->key.src, b + 26, 4);
         memcpy(p->key.dst, b + 30, 4);
-        p->key.sport = be16(b + 34);
-        p->key.dport = be16(b + 36);
-        p->seq = be32(b + 38);
-        p->ack = be32(b + 42);
-        p->flags = b[47];
-        p->win = be16(b + 48);
         p->ip_id = be16(b + 18);
-        p->length = (long long)total - 20 - thl;
-        return 1;
+        return tcp_part(b, n, 34, total - 20, p);
     }
     if (b[12] == 0x86 && n >= 74) {
         unsigned plen = be16(b + 18);
         if (be16(b + 12) != 0x86DD || b[14] >> 4 != 6 || b[20] != 6 || plen < 20) return 0;
-        unsigned thl = (unsigned)(b[66] >> 4) << 2;
-        if (thl == 20) {
-            p->opt_len = 0;
-        } else if (thl > 20 && plen >= thl && n >= 54 + (Py_ssize_t)thl) {
-            p->opt_len = (unsigned char)(thl - 20);
-            memcpy(p->opt, b + 74, thl - 20);
-        } else {
-            return 0;
-        }
         p->key.alen = 16;
         memcpy(p->key.src, b + 22, 16);
         memcpy(p->key.dst, b + 38, 16);
-        p->key.sport = be16(b + 54);
-        p->key.dport = be16(b + 56);
-        p->seq = be32(b + 58);
-        p->ack = be32(b + 62);
-        p->flags = b[67];
-        p->win = be16(b + 68);
         p->ip_id = -1;
-        p->length = (long long)plen - thl;
-        return 1;
+        return tcp_part(b, n, 54, plen, p);
     }
     return 0;
 }
