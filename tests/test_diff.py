@@ -154,3 +154,40 @@ def test_how_many_data_events_a_transfer_took_is_noise_unless_strict():
     b = parse_transcript("server data len=131072\nserver end\n", "b")
     assert compare(a, b).equal
     assert not compare(a, b, strict=True).equal
+
+
+def test_an_ack_of_data_after_the_last_data_is_delayed_ack_timing_unless_strict():
+    # bun's destroy-soon: the last bytes ride on the FIN; whether the receiver ACKs the data before
+    # them separately (A) or only the FIN (B) is when its delayed-ACK timer fired
+    data = [L("C", ACK, 1, 1, 100), L("S", ACK, 1, 101), L("C", ACK, 101, 1, 100)]
+    fin = [L("C", FIN | PSH | ACK, 201, 1, 50)]
+    after = [L("S", ACK, 1, 252), L("S", FIN | ACK, 1, 252), L("C", ACK, 252, 2)]
+    a = B(HS + data + fin + [L("S", ACK, 1, 201)] + after)
+    b = B(HS + data + fin + after)
+    assert compare(a, b).equal
+    strict = compare(a, b, strict=True)
+    assert not strict.equal and "segments differ (1 only in A, 0 only in B; see the rows)" in named(strict)
+
+
+def test_segments_differ_counts_steps_that_appear_on_both_sides_too():
+    # one more "S > C ." (acks FIN) in A: a kind B has as well, still one step only in A
+    extra = [L("C", FIN | ACK, 1, 1), L("S", ACK, 1, 2), L("S", ACK, 1, 2), L("S", FIN | ACK, 1, 2), L("C", ACK, 2, 2)]
+    d = compare(B(HS + extra), B(HS + CLOSE4))
+    assert "segments differ (1 only in A, 0 only in B; see the rows)" in named(d)
+
+
+def test_a_runs_fixture_note_shows_the_rows_that_differ(tmp_path):
+    from verifier.commands import _compare_with_fixture
+    from verifier.diff import as_connection
+    from verifier.lab.run import ScenarioResult
+    from verifier.lab.runtime import Runtime
+    from verifier.scenario import builtin
+
+    scenario = next(s for s in builtin() if s.name == "client-end")
+    extra = [L("C", FIN | ACK, 1, 1), L("S", ACK, 1, 2), L("S", ACK, 1, 2), L("S", FIN | ACK, 1, 2), L("C", ACK, 2, 2)]
+    (tmp_path / "client-end.txt").write_text("\n".join(l.text(with_time=False) for l in HS + extra) + "\n")
+    result = ScenarioResult(scenario, Runtime("node", "node", "20.0.0"), "scapy", "held",
+                            connections=[as_connection(1, HS + CLOSE4)])
+    note = _compare_with_fixture(tmp_path, result)
+    assert "connection 1: segments differ (1 only in A, 0 only in B; see the rows)" in note
+    assert note.splitlines()[-1].split() == ["S", ">", "C", ".", "(acks", "FIN)", "<"]

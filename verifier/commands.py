@@ -192,8 +192,12 @@ def _compare_with_fixture(folder: Path, result) -> str | None:
     d = compare(parse_transcript(fixture.read_text(), str(fixture)), run_behaviour(result))
     if d.equal:
         return None
-    lines = "\n".join(f"  - {n}" for n in _named(d))
-    return f"{result.scenario.name} ({result.runtime.label}) vs {fixture} (A = fixture, B = this run):\n{lines}"
+    lines = [f"  - {n}" for n in _named(d)]
+    for c in d.connections:  # the rows that differ, where only they say how (diff's side-by-side, cut to them)
+        if any(n.startswith("segments differ") for n in c.named):
+            lines += [f"      {ta:<40} {marker} {tb}".rstrip() for marker, ta, tb in c.rows if marker != " "]
+    text = "\n".join(lines)
+    return f"{result.scenario.name} ({result.runtime.label}) vs {fixture} (A = fixture, B = this run):\n{text}"
 
 
 def runtime_differences(results) -> list[str]:

@@ -122,6 +122,10 @@ def steps(lines: list[SegmentLine], strict: bool = False) -> list[Step]:
         if is_data or (run and pure_ack and not acks_fin):
             run.append(l)
             continue
+        if pure_ack and not acks_fin and (l.ack or 0) > 1:
+            # an ACK of data outside a run of data (after a FIN that carried the last bytes, say):
+            # whether it comes before the ACK of the FIN is delayed-ACK timing, like segmentation
+            continue
         flush()
         if flags & FIN:
             fin_end[l.side] = (l.seq or 0) + (l.length or 0) + 1
@@ -226,8 +230,9 @@ def name_differences(la: list[SegmentLine], lb: list[SegmentLine], sa: list[Step
     if fa["outcome"] != fb["outcome"]:
         out.append(f"outcome: {fa['outcome']} (A) vs {fb['outcome']} (B)")
     if not out and [s.key for s in sa] != [s.key for s in sb]:
-        added = sum(1 for s in sb if s.key not in {x.key for x in sa})
-        removed = sum(1 for s in sa if s.key not in {x.key for x in sb})
+        rows = align(sa, sb)
+        removed = sum(1 for op, ta, _ in rows if op != " " and ta)
+        added = sum(1 for op, _, tb in rows if op != " " and tb)
         out.append(f"segments differ ({removed} only in A, {added} only in B; see the rows)")
     return out
 
