@@ -18,14 +18,17 @@ from verifier.errors import CaptureError
 from verifier.wire import capture, decode
 from verifier.wire import show
 from verifier.wire.connections import LINGER
-from verifier.wire.show import CaptureReading, connection_json, connection_record
+from verifier.wire.show import CaptureReading, connection_json, connection_record, connection_text
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = sorted(p for p in DATA.rglob("*") if p.suffix in (".pcap", ".pcapng"))
 RANDOM_CAPTURES = 150
 # the two loops of `show --json` (connections_json takes the compiled one when it is built)
-LOOPS = [("python", show._json_connections)] + (
-    [("compiled", show._compiled_json_connections)] if show._showloop is not None else [])
+# and the compiled loop's transcript texts (show's default output), each with what it must equal
+LOOPS = [("python", show._json_connections, "json")] + ([
+    ("compiled", show._compiled_json_connections, "json"),
+    ("compiled transcript", lambda reading, linger: show._compiled_texts(reading, linger, show._TranscriptHooks), "text"),
+] if show._showloop is not None else [])
 
 
 def drain(iterable):
@@ -55,8 +58,9 @@ def check_bytes(data: bytes) -> list[str]:
 
     plain = CaptureReading(io.BytesIO(data))
     conns, plain_error = drain(plain.connections())
-    texts = [json.dumps(connection_record(c)) for c in conns]
-    for name, loop in LOOPS:
+    expected = {"json": [json.dumps(connection_record(c)) for c in conns], "text": [connection_text(c) for c in conns]}
+    for name, loop, kind in LOOPS:
+        texts = expected[kind]
         quick = CaptureReading(io.BytesIO(data))
         fast_texts, fast_error = drain(loop(quick, LINGER))
         if fast_texts != texts:
@@ -64,7 +68,7 @@ def check_bytes(data: bytes) -> list[str]:
             problems.append(f"{name} loop differs at connection {n + 1} of {len(texts)} ({len(fast_texts)} fast)")
         if (plain.stats, plain.warnings(), plain_error) != (quick.stats, quick.warnings(), fast_error):
             problems.append(f"{name} loop: stats/warnings/error differ: {plain.stats} {quick.stats} {plain_error} {fast_error}")
-    if any(connection_json(c) != t for c, t in zip(conns, texts)):
+    if any(connection_json(c) != t for c, t in zip(conns, expected["json"])):
         problems.append("connection_json differs from json.dumps(connection_record)")
     return problems
 
@@ -166,6 +170,17 @@ def random_capture(rng: random.Random) -> bytes:
             made.append((how, src, dst, fields))
         records.append((t // unit, t % unit, packet))
     return pcap_file(records, magic=magic)
+
+
+def test_the_compiled_loop_is_built_where_it_must_be():
+    # an install without a C compiler falls back to the Python loop; CI must test the compiled one
+    if os.environ.get("CI"):
+        assert show._showloop is not None, "verifier/wire/_showloop.c was not built (gcc, Python's headers?)"
+    reading = CaptureReading(io.BytesIO(b""))
+    expected = show._compiled_texts if show._showloop else show._json_connections
+    assert reading.connections_json().gi_code is expected.__code__
+    assert (reading.connection_texts().gi_code is show._compiled_texts.__code__) == (show._showloop is not None)
+    assert reading.connection_texts(verbose=True).gi_code is not show._compiled_texts.__code__  # win, options: objects
 
 
 @pytest.mark.parametrize("path", CAPTURES, ids=[str(p.relative_to(DATA)) for p in CAPTURES])

@@ -53,7 +53,7 @@ def cmd_show(args, out) -> int:
     import gc
 
     from .wire.capture import read_frames
-    from .wire.show import CaptureReading, connection_text
+    from .wire.show import CaptureReading
 
     # Check every file's header first: a file that is not a capture prints nothing at all.
     for path in args.files:
@@ -86,9 +86,9 @@ def cmd_show(args, out) -> int:
                         for text in reading.connections_json():
                             out.write(("," if count else "") + "\n  " + text)
                             count += 1
-                    else:
-                        for conn in reading.connections():
-                            out.write(connection_text(conn, verbose=args.verbose) + "\n\n")
+                    else:  # connection_text(conn) of each of reading.connections(), faster
+                        for text in reading.connection_texts(verbose=args.verbose):
+                            out.write(text + "\n\n")
                             count += 1
                 except CaptureError as e:
                     failure = CaptureError(f"{path}: {e.message}", e.offset)

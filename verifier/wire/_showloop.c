@@ -80,6 +80,7 @@ typedef struct {
     Conn *head, *tail;
     long long count, packets, tcp, duplicates;
     int draining, ended;
+    int transcript; /* texts as connection_text, not connection_json */
     PyObject *shapes; /* dict: shape bytes -> facts text */
     PyObject *flags_cache[512];
     char *out;
@@ -358,10 +359,9 @@ static PyObject *call_with_conn(PyObject *hook, const Conn *c) {
 
 /* ------------------------------------------------------------------ a finished connection's text */
 
-static PyObject *conn_text(Loop *self, Conn *c) {
-    self->duplicates += c->duplicates;
-    if (c->moved || c->nsegs > self->shape_max) return call_with_conn(self->conn_text, c);
-    /* the shape: per segment side, relative seq and ack, flags, length */
+/* hooks.facts_text of the connection, memoised by its shape (per segment: side, relative seq and
+ * ack, flags, length); a new reference */
+static PyObject *facts_of(Loop *self, const Conn *c) {
     size_t rec = 1 + 4 + 4 + 4 + 8;
     PyObject *shape = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(rec * (size_t)c->nsegs));
     if (!shape) return NULL;
@@ -378,51 +378,86 @@ static PyObject *conn_text(Loop *self, Conn *c) {
     PyObject *facts = PyDict_GetItemWithError(self->shapes, shape);
     if (facts) {
         Py_INCREF(facts);
-    } else {
-        if (PyErr_Occurred() || !(facts = call_with_conn(self->facts_text, c))) {
-            Py_DECREF(shape);
-            return NULL;
-        }
+    } else if (!PyErr_Occurred() && (facts = call_with_conn(self->facts_text, c))) {
         if (PyDict_GET_SIZE(self->shapes) >= self->memo_max) PyDict_Clear(self->shapes);
-        if (PyDict_SetItem(self->shapes, shape, facts) < 0) goto fail;
+        if (PyDict_SetItem(self->shapes, shape, facts) < 0) Py_CLEAR(facts);
     }
     Py_DECREF(shape);
-    shape = NULL;
+    return facts;
+}
 
+static int out_endpoints(Loop *self, const Conn *c, const char *between) {
     const Key *k = &c->key;
     const unsigned char *ca = c->client_is_src ? k->src : k->dst, *sa = c->client_is_src ? k->dst : k->src;
     unsigned cp = c->client_is_src ? k->sport : k->dport, sp = c->client_is_src ? k->dport : k->sport;
-    self->out_len = 0;
-    if (OUT_LIT(self, "{\"client\": \"") < 0 || out_endpoint(self, ca, k->alen, cp) < 0 ||
-        OUT_LIT(self, "\", \"server\": \"") < 0 || out_endpoint(self, sa, k->alen, sp) < 0 ||
+    return out_endpoint(self, ca, k->alen, cp) < 0 || out_bytes(self, between, strlen(between)) < 0 ||
+                   out_endpoint(self, sa, k->alen, sp) < 0
+               ? -1
+               : 0;
+}
+
+static int out_flags(Loop *self, int flags) {
+    PyObject *text = flags_text(self, flags);
+    if (!text) return -1;
+    int rc = out_str(self, text);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* connection_json(conn): facts is `"outcome": ..., "index": ` */
+static int out_json(Loop *self, const Conn *c, PyObject *facts) {
+    if (OUT_LIT(self, "{\"client\": \"") < 0 || out_endpoints(self, c, "\", \"server\": \"") < 0 ||
         OUT_LIT(self, "\", ") < 0 || out_str(self, facts) < 0 || out_ll(self, c->index) < 0 ||
         OUT_LIT(self, ", \"segments\": [") < 0)
-        goto fail;
+        return -1;
     for (Py_ssize_t i = 0; i < c->nsegs; i++) {
         const Seg *s = &c->segs[i];
-        if ((i && OUT_LIT(self, ", ") < 0) || OUT_LIT(self, "{\"t\": ") < 0 || out_t(self, s->t) < 0) goto fail;
-        PyObject *ft = flags_text(self, s->flags);
-        if (!ft) goto fail;
-        int rc = OUT_LIT(self, ", \"from\": \"") < 0 ||
-                 (s->side == 'C' ? OUT_LIT(self, "client") : OUT_LIT(self, "server")) < 0 ||
-                 OUT_LIT(self, "\", \"flags\": \"") < 0 || out_str(self, ft) < 0;
-        Py_DECREF(ft);
-        if (rc) goto fail;
-        if (OUT_LIT(self, "\", \"seq\": ") < 0 || out_ll(self, s->rseq) < 0 || OUT_LIT(self, ", \"ack\": ") < 0 ||
+        if ((i && OUT_LIT(self, ", ") < 0) || OUT_LIT(self, "{\"t\": ") < 0 || out_t(self, s->t) < 0 ||
+            OUT_LIT(self, ", \"from\": \"") < 0 ||
+            (s->side == 'C' ? OUT_LIT(self, "client") : OUT_LIT(self, "server")) < 0 ||
+            OUT_LIT(self, "\", \"flags\": \"") < 0 || out_flags(self, s->flags) < 0 ||
+            OUT_LIT(self, "\", \"seq\": ") < 0 || out_ll(self, s->rseq) < 0 || OUT_LIT(self, ", \"ack\": ") < 0 ||
             out_ll(self, s->rack) < 0 || OUT_LIT(self, ", \"len\": ") < 0 || out_ll(self, s->length) < 0 ||
             OUT_LIT(self, ", \"frame\": ") < 0 || out_ll(self, s->frame) < 0 || OUT_LIT(self, ", \"win\": ") < 0 ||
             out_ll(self, s->win) < 0 || OUT_LIT(self, "}") < 0)
-            goto fail;
+            return -1;
     }
-    if (OUT_LIT(self, "]}") < 0) goto fail;
+    return OUT_LIT(self, "]}");
+}
+
+/* connection_text(conn) (not verbose): facts is `  outcome ...  zeek ...` */
+static int out_transcript(Loop *self, const Conn *c, PyObject *facts) {
+    if (OUT_LIT(self, "connection ") < 0 || out_ll(self, c->index) < 0 || OUT_LIT(self, ": ") < 0 ||
+        out_endpoints(self, c, " > ") < 0 || out_str(self, facts) < 0)
+        return -1;
+    double t0 = c->segs[0].t;
+    for (Py_ssize_t i = 0; i < c->nsegs; i++) {
+        const Seg *s = &c->segs[i];
+        char t[64];
+        int n = snprintf(t, sizeof t, "\n+%.6f ", s->t - t0); /* as f"+{t:.6f}": both correctly rounded */
+        if (n < 0 || n >= (int)sizeof t || out_bytes(self, t, (size_t)n) < 0 ||
+            (s->side == 'C' ? OUT_LIT(self, "C > S  ") : OUT_LIT(self, "S > C  ")) < 0 || out_flags(self, s->flags) < 0 ||
+            OUT_LIT(self, " ") < 0 || out_ll(self, s->rseq) < 0 || OUT_LIT(self, ":") < 0 ||
+            out_ll(self, (long long)s->rseq + s->length) < 0 || OUT_LIT(self, "(") < 0 || out_ll(self, s->length) < 0 ||
+            OUT_LIT(self, ")") < 0 || ((s->flags & ACK) && (OUT_LIT(self, " ack ") < 0 || out_ll(self, s->rack) < 0)))
+            return -1;
+    }
+    return 0;
+}
+
+/* a finished connection's text (connection_json, or connection_text in text mode) */
+static PyObject *conn_text(Loop *self, Conn *c) {
+    self->duplicates += c->duplicates;
+    if (c->moved || c->nsegs > self->shape_max) return call_with_conn(self->conn_text, c);
+    PyObject *facts = facts_of(self, c);
+    if (!facts) return NULL;
+    self->out_len = 0;
+    int rc = self->transcript ? out_transcript(self, c, facts) : out_json(self, c, facts);
     Py_DECREF(facts);
-    PyObject *text = PyUnicode_New((Py_ssize_t)self->out_len, 127); /* ASCII: json.dumps's and ours */
+    if (rc < 0) return NULL;
+    PyObject *text = PyUnicode_New((Py_ssize_t)self->out_len, 127); /* ASCII: every piece is */
     if (text) memcpy(PyUnicode_1BYTE_DATA(text), self->out, self->out_len);
     return text;
-fail:
-    Py_XDECREF(shape);
-    Py_DECREF(facts);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ one packet */
@@ -750,10 +785,10 @@ static PyObject *Loop_next(Loop *self) {
 /* ------------------------------------------------------------------ the type */
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
-    static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", NULL};
+    static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript", NULL};
     PyObject *records, *hooks;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO", kw, &records, &self->linger, &self->window,
-                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$p", kw, &records, &self->linger, &self->window,
+                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript))
         return -1;
     if (self->records) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
@@ -821,7 +856,8 @@ static PyTypeObject LoopType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "verifier.wire._showloop.Loop",
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks): the texts of show --json",
+    .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False): the texts "
+              "of show --json (or of show's transcript)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,

@@ -60,8 +60,15 @@ class CaptureReading:
         stats and info the same after it, from one loop with no object per packet (see "the fast path" below):
         compiled when `_showloop` is built, else in Python."""
         if _showloop is not None:
-            return _compiled_json_connections(self, linger)
+            return _compiled_texts(self, linger, _Hooks)
         return _json_connections(self, linger)
+
+    def connection_texts(self, verbose: bool = False, linger: float = LINGER) -> Iterator[str]:
+        """`connection_text(conn, verbose)` for each of `connections()`, stats and info the same after
+        it: from the compiled loop when it is built (not verbose), else from the objects."""
+        if _showloop is not None and not verbose:
+            return _compiled_texts(self, linger, _TranscriptHooks)
+        return (connection_text(conn, verbose=verbose) for conn in self.connections())
 
     def warnings(self) -> list[str]:
         out = list(self.info.warnings)
@@ -94,11 +101,11 @@ def segment_line(rel: RelSegment, t0: float | None = None, connection: int | Non
 
 
 def connection_header(conn: Connection, facts: dict | None = None) -> str:
-    facts = facts or summary(conn)
-    return (
-        f"connection {conn.index}: {endpoint_text(*conn.client)} > {endpoint_text(*conn.server)}"
-        f"  outcome {facts['outcome']}  fin_ack {facts['fin_ack'] or '-'}  zeek {facts['zeek_state']}"
-    )
+    return f"connection {conn.index}: {endpoint_text(*conn.client)} > {endpoint_text(*conn.server)}{_facts_line(facts or summary(conn))}"
+
+
+def _facts_line(facts: dict) -> str:
+    return f"  outcome {facts['outcome']}  fin_ack {facts['fin_ack'] or '-'}  zeek {facts['zeek_state']}"
 
 
 def connection_text(conn: Connection, verbose: bool = False) -> str:
@@ -494,6 +501,9 @@ def _conn_of(state: tuple) -> _Conn:
 
 
 class _Hooks:
+    """For connection_json's texts."""
+
+    transcript = False
     decoded = staticmethod(_decoded)
     conn_text = staticmethod(lambda state: connection_json(_connection(_conn_of(state))))
     facts_text = staticmethod(lambda state: _facts_text(_conn_of(state)))
@@ -502,9 +512,21 @@ class _Hooks:
     same_options = staticmethod(_same_options)
 
 
+class _TranscriptHooks(_Hooks):
+    """For connection_text's texts (not verbose)."""
+
+    transcript = True
+    conn_text = staticmethod(lambda state: connection_text(_connection(_conn_of(state))))
+    facts_text = staticmethod(lambda state: _facts_line(summary(_connection(_conn_of(state)))))
+
+
 def _compiled_json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
+    return _compiled_texts(reading, linger, _Hooks)
+
+
+def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks]) -> Iterator[str]:
     loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
-                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, _Hooks)
+                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, hooks, transcript=hooks.transcript)
     try:
         yield from loop
     finally:  # as segments(): published however the reading ends
