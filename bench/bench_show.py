@@ -7,7 +7,8 @@ Default files: bench/data/conn120k.pcap and bench/data/conn25k.pcap (made by gen
 (median over the rounds, tools interleaved within a round) and peak memory (the child's own
 RSS high-water mark, from wait4's rusage) are measured. The tools:
 - verifier: `verifier show --json FILE` (its loop compiled: verifier/wire/_showloop.c)
-- verifier-python: the same with the compiled loop switched off (show.py's Python loop, which runs
+- verifier-text: `verifier show FILE` (the transcript, show's default output; the same loop)
+- verifier-python: `verifier show --json` with the compiled loop switched off (show.py's Python loop, which runs
   where no C compiler built the extension)
 - tshark:   `tshark -r FILE -T fields -e tcp.stream -e tcp.flags -e tcp.seq -e tcp.ack -e tcp.len`
 - dpkt:     bench/readers.py dpkt FILE (read + decode Ethernet/IP/TCP; no tracking, no output)
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 TOOLS = {
     "verifier": lambda f: [PY, "-m", "verifier", "show", "--json", str(f)],
+    "verifier-text": lambda f: [PY, "-m", "verifier", "show", str(f)],
     "verifier-python": lambda f: [PY, "-c", "import sys, verifier.wire.show as s; s._showloop = None; "
                                   "from verifier.cli import main; sys.exit(main(sys.argv[1:]))", "show", "--json", str(f)],
     "tshark": lambda f: ["tshark", "-r", str(f), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags", "-e", "tcp.seq",
@@ -64,7 +66,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of verifier and tshark (default 3)")
-    ap.add_argument("--ref-rounds", type=int, default=1, help="rounds of dpkt and scapy (default 1)")
+    ap.add_argument("--ref-rounds", type=int, default=1, help="rounds of dpkt and scapy (default 1; 0: neither)")
     ap.add_argument("--no-scapy", action="store_true", help="skip scapy (~400 us a packet: minutes on the big file)")
     ap.add_argument("--json", type=Path, help="write every figure here")
     a = ap.parse_args(argv)
@@ -80,8 +82,8 @@ def main(argv: list[str]) -> int:
         return 2
     packets = {f: count_packets(f) for f in files}
     runs: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
-    plan = [(tool, a.rounds) for tool in ("verifier", "tshark", "verifier-python")]
-    plan += [(tool, a.ref_rounds) for tool in ("dpkt", "scapy") if not (tool == "scapy" and a.no_scapy)]
+    plan = [(tool, a.rounds) for tool in ("verifier", "tshark", "verifier-text", "verifier-python")]
+    plan += [(tool, a.ref_rounds) for tool in ("dpkt", "scapy") if a.ref_rounds and not (tool == "scapy" and a.no_scapy)]
     for n in range(max(r for _, r in plan)):
         for f in files:
             order = [t for t, r in plan if n < r]
