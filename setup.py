@@ -3,16 +3,16 @@
 It is optional: without a C compiler or Python's headers the install still succeeds and `show`
 runs the same loop in Python (slower; `make test` in CI insists on the compiled one)."""
 
+import sys
+
 from setuptools import Extension, setup
+
+# no fused multiply-add: every float operation must round as Python's does (MSVC: /fp:precise
+# without /fp:contract does not contract)
+FLAGS = ["/O2", "/fp:precise"] if sys.platform == "win32" else ["-O2", "-ffp-contract=off", "-std=c11"]
 
 setup(
     ext_modules=[
-        Extension(
-            "verifier.wire._showloop",
-            ["verifier/wire/_showloop.c"],
-            optional=True,
-            # no fused multiply-add: every float operation rounds as Python's does
-            extra_compile_args=["-O2", "-ffp-contract=off", "-std=c11"],
-        )
+        Extension("verifier.wire._showloop", ["verifier/wire/_showloop.c"], optional=True, extra_compile_args=FLAGS)
     ]
 )
