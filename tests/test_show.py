@@ -267,3 +267,23 @@ def test_ipv4_fragments_are_left_to_decode():
     reading = CaptureReading(io.BytesIO(data))
     # the unfragmented one and the first fragment (offset 0, more to come) carry the TCP header
     assert [len(c.segments) for c in reading.connections()] == [2] and reading.stats.other == 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_paths_on_mutated_real_captures(seed):
+    # bytes changed, cut out and put in at random: lengths that lie, headers cut short, odd flags
+    rng = random.Random(seed)
+    files = [b for b in (p.read_bytes() for p in CAPTURES) if b]
+    for n in range(300):
+        data = bytearray(rng.choice(files))
+        for _ in range(rng.randrange(1, 20)):
+            if not data:
+                break
+            pos, roll = rng.randrange(len(data)), rng.random()
+            if roll < 0.7:
+                data[pos] = rng.randrange(256)
+            elif roll < 0.85:
+                del data[pos : pos + rng.randrange(1, 64)]
+            else:
+                data[pos:pos] = rng.randbytes(rng.randrange(1, 64))
+        assert check_bytes(bytes(data)) == [], f"mutation {n} of seed {seed}"
