@@ -1,19 +1,20 @@
-/* The loop of `verifier show --json`, compiled: decode, track and JSON text of every packet, the
- * same texts as verifier/wire/show.py's `_json_connections` (its pure-Python twin, which runs when
- * this module is not built).
+/* The loop of `verifier show`, compiled: decode, track and text (JSON or transcript) of every
+ * packet, the same texts as verifier/wire/show.py's `_json_connections` (its pure-Python twin, which
+ * runs when this module is not built) and `connection_text` (the object path).
  *
- * show.py's `_compiled_json_connections` drives it: `Loop(records, linger, window, lookback, hooks)`
- * is an iterator of connection texts. `records` is capture.read_records(...) (the pure-Python reader
- * keeps every format rule, check, warning and error); this file does, per record, what the Python
- * loop does: the Ethernet + IPv4/IPv6 + TCP fast path (anything else goes to hooks.decoded(record),
- * i.e. decode.decode), track()'s and Connection.add's rules (roles, relative numbers, loopback
- * duplicates, reuse of a finished 4-tuple, hand-on LINGER seconds after a connection finishes, in
- * first-packet order), and the text. What is rare stays in Python through `hooks`: a connection's
- * facts (classify.summary) once per shape, the whole text of connections show.py does not memoise
- * (a moved base, more than `shape_max` segments), IPv6 address text, flags text, TCP options that
- * differ in bytes but may parse the same. Every float operation is the Python loop's, in the same
- * order (IEEE doubles; built with -ffp-contract=off), so times compare and print identically.
- * tests/test_show.py pins this, the Python loop and the plain object path together. */
+ * show.py's `_compiled_texts` drives it: `Loop(records, linger, window, lookback, shape_max,
+ * memo_max, hooks, transcript=False)` is an iterator of connection texts. `records` is
+ * capture.read_records(...) (the pure-Python reader keeps every format rule, check, warning and
+ * error); this file does, per record, what the Python loop does: the Ethernet + IPv4/IPv6 + TCP
+ * fast path (anything else goes to hooks.decoded(record), i.e. decode.decode), track()'s and
+ * Connection.add's rules (roles, relative numbers, loopback duplicates, reuse of a finished
+ * 4-tuple, hand-on LINGER seconds after a connection finishes, in first-packet order), and the
+ * text. What is rare stays in Python through `hooks`: a connection's facts (classify.summary)
+ * once per shape, the whole text of connections show.py does not memoise (a moved base, more than
+ * `shape_max` segments), IPv6 address text, flags text, TCP options that differ in bytes but may
+ * parse the same. Every float operation is the Python loop's, in the same order (IEEE doubles;
+ * built with -ffp-contract=off), so times compare and print identically. tests/test_show.py pins
+ * this, the Python loop and the plain object path together. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -267,7 +268,7 @@ static int out_endpoint(Loop *self, const unsigned char *addr, int alen, unsigne
     return rc < 0 || OUT_LIT(self, "]:") < 0 ? -1 : out_ll(self, port);
 }
 
-static PyObject *flags_text(Loop *self, int flags) { /* borrowed if cached, else new: see below */
+static PyObject *flags_text(Loop *self, int flags) { /* hooks.flags_text(flags), kept per value: a new reference */
     if (flags >= 0 && flags < 512) {
         if (!self->flags_cache[flags]) {
             PyObject *n = PyLong_FromLong(flags);
