@@ -99,7 +99,24 @@ def random_capture(rng: random.Random) -> bytes:
     Copies of one of the last five packets, exact or with one field changed (ip_id, window,
     flags, length, options), come within the duplicate window, exactly at it or just after; the
     capture starts at 0 s sometimes, where a 1 ms difference is exactly DUPLICATE_WINDOW."""
-    from builders import PCAP_MAGIC_NS, PCAP_MAGIC_US, ether, ipv4, ipv4_tcp, ipv6_tcp, pcap_file, tcp
+    from builders import PCAP_MAGIC_NS, PCAP_MAGIC_US, ether, ipv4, ipv4_tcp, ipv6_tcp, null, pcap_file, sll, sll2, tcp
+
+    # the link layer, one per capture: (linktype, wrap(ip, vlan)); the compiled loop's fast path
+    # takes each of them (VLAN-tagged Ethernet and odd families or protocols go to decode)
+    linktype, wrap = rng.choice([
+        (1, lambda ip, vlan: ether(ip, vlans=[7] if vlan else [])),
+        (0, lambda ip, vlan: null(ip, family=rng.choice((None, None, 24, 28, 2 << 24, 99)))),
+        (0, lambda ip, vlan: null(ip, byteorder="big")),  # written by a big-endian host: decode reads it too
+        (108, lambda ip, vlan: null(ip, byteorder="big")),
+        # the link-layer address's last bytes sit where Ethernet's type would be: 0800 or 86dd there
+        # must not be read as the protocol
+        (113, lambda ip, vlan: sll(ip, protocol=None if not vlan else 0x8100)[:12]
+         + rng.choice((b"\0\0", b"\x08\x00", b"\x86\xdd")) + sll(ip, protocol=None if not vlan else 0x8100)[14:]),
+        (276, lambda ip, vlan: sll2(ip)),
+        (101, lambda ip, vlan: ip),
+        (228, lambda ip, vlan: ip),
+        (229, lambda ip, vlan: ip),
+    ])
 
     ends = [("127.0.0.1", 40000 + i, "127.0.0.1", 5000) for i in range(3)] + [("::1", 41000, "::1", 5000)]
     flag_pool = ["S", "S.", ".", ".", ".", "P.", "P.", "F.", "FP.", "R", "R.", "SF", "", "U."]
@@ -114,15 +131,13 @@ def random_capture(rng: random.Random) -> bytes:
 
     def build(how, src, dst, fields):
         if how == "v6":
-            return ether(ipv6_tcp(src=src, dst=dst, **fields))
+            return wrap(ipv6_tcp(src=src, dst=dst, **fields), False)
         if how == "tso":
-            return ether(ipv4_tcp(src=src, dst=dst, total_len=0, **fields))
+            return wrap(ipv4_tcp(src=src, dst=dst, total_len=0, **fields), False)
         if how == "ipopt":
             fields = {k: v for k, v in fields.items() if k != "ip_id"}
-            return ether(ipv4(tcp(**fields), src=src, dst=dst, ip_options=b"\x01\x01\x01\x00"))
-        if how == "vlan":
-            return ether(ipv4_tcp(src=src, dst=dst, **fields), vlans=[7])
-        return ether(ipv4_tcp(src=src, dst=dst, **fields))
+            return wrap(ipv4(tcp(**fields), src=src, dst=dst, ip_options=b"\x01\x01\x01\x00"), False)
+        return wrap(ipv4_tcp(src=src, dst=dst, **fields), how == "vlan")
 
     for _ in range(rng.randrange(20, 400)):
         roll = rng.random()
@@ -157,7 +172,7 @@ def random_capture(rng: random.Random) -> bytes:
         elif roll < 0.19:
             how = "ipopt"
         elif roll < 0.21:
-            records.append((t // unit, t % unit, ether(ipv4(b"\0" * 8, src=src, dst=dst, proto=17))))  # UDP: not TCP
+            records.append((t // unit, t % unit, wrap(ipv4(b"\0" * 8, src=src, dst=dst, proto=17), False)))  # UDP
             continue
         elif roll < 0.23:
             how = "vlan"
@@ -169,7 +184,7 @@ def random_capture(rng: random.Random) -> bytes:
         else:
             made.append((how, src, dst, fields))
         records.append((t // unit, t % unit, packet))
-    return pcap_file(records, magic=magic)
+    return pcap_file(records, linktype=linktype, magic=magic)
 
 
 def test_the_compiled_loop_is_built_where_it_must_be():

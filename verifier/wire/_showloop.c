@@ -5,8 +5,9 @@
  * show.py's `_compiled_texts` drives it: `Loop(records, linger, window, lookback, shape_max,
  * memo_max, hooks, transcript=False)` is an iterator of connection texts. `records` is
  * capture.read_records(...) (the pure-Python reader keeps every format rule, check, warning and
- * error); this file does, per record, what the Python loop does: the Ethernet + IPv4/IPv6 + TCP
- * fast path (anything else goes to hooks.decoded(record), i.e. decode.decode), track()'s and
+ * error); this file does, per record, what the Python loop does: a fast path for the common case
+ * of every link type decode knows (anything else goes to hooks.decoded(record), i.e. decode.decode;
+ * the Python loop's fast path takes Ethernet only), track()'s and
  * Connection.add's rules (roles, relative numbers, loopback duplicates, reuse of a finished
  * 4-tuple, hand-on LINGER seconds after a connection finishes, in first-packet order), and the
  * text. What is rare stays in Python through `hooks`: a connection's facts (classify.summary)
@@ -498,27 +499,77 @@ static int tcp_part(const unsigned char *b, Py_ssize_t n, Py_ssize_t tcp, unsign
     return 1;
 }
 
-/* decode.segments' fast path (Ethernet, then IPv4 without options or IPv6 without extension
- * headers, then TCP); 1 when decoded, 0 when the record is for decode.decode */
-static int fast_decode(const unsigned char *b, Py_ssize_t n, Packet *p) {
-    if (n < 54) return 0;
-    if (b[12] == 0x08) {
-        unsigned total = be16(b + 16), frag = be16(b + 20);
-        if (be16(b + 12) != 0x0800 || b[14] != 0x45 || b[23] != 6 || (frag & 0x1FFF) || total < 40) return 0;
-        p->key.alen = 4;
-        memcpy(p->key.src, b + 26, 4);
-        memcpy(p->key.dst, b + 30, 4);
-        p->ip_id = be16(b + 18);
-        return tcp_part(b, n, 34, total - 20, p);
+static inline uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static int ip_version_of_ethertype(unsigned type) { return type == 0x0800 ? 4 : type == 0x86DD ? 6 : 0; }
+
+static int ip_version_of_bsd_family(uint32_t family) {
+    return family == 2 ? 4 : (family == 24 || family == 28 || family == 30) ? 6 : 0;
+}
+
+/* decode.decode's common case, for each link type it knows (Ethernet without VLAN tags, BSD
+ * NULL/LOOP, Linux cooked SLL/SLL2, raw IP), then IPv4 without options or IPv6 without extension
+ * headers (neither with a zero length), then TCP whose options are all captured: 1 when decoded
+ * (as decode.decode would), 0 when the record is for decode.decode */
+static int fast_decode(const unsigned char *b, Py_ssize_t n, long linktype, Packet *p) {
+    Py_ssize_t off;
+    int version;
+    switch (linktype) {
+    case 1: /* Ethernet */
+        if (n < 14) return 0;
+        off = 14, version = ip_version_of_ethertype(be16(b + 12));
+        break;
+    case 0: /* NULL: the family in the capturing host's byte order (little-endian first, as decode) */
+    case 108: { /* LOOP: network order */
+        if (n < 4) return 0;
+        uint32_t family = linktype == 0 ? le32(b) : be32(b);
+        if (linktype == 0 && !ip_version_of_bsd_family(family)) family = be32(b);
+        off = 4, version = ip_version_of_bsd_family(family);
+        break;
     }
-    if (b[12] == 0x86 && n >= 74) {
-        unsigned plen = be16(b + 18);
-        if (be16(b + 12) != 0x86DD || b[14] >> 4 != 6 || b[20] != 6 || plen < 20) return 0;
+    case 113: /* Linux cooked (SLL): protocol at 14, IP at 16 */
+        if (n < 16) return 0;
+        off = 16, version = ip_version_of_ethertype(be16(b + 14));
+        break;
+    case 276: /* SLL2: protocol at 0, IP at 20 */
+        if (n < 20) return 0;
+        off = 20, version = ip_version_of_ethertype(be16(b));
+        break;
+    case 101: case 12: case 14: /* raw IP: the version nibble */
+        if (n < 1) return 0;
+        off = 0, version = b[0] >> 4;
+        break;
+    case 228:
+        off = 0, version = 4;
+        break;
+    case 229:
+        off = 0, version = 6;
+        break;
+    default:
+        return 0;
+    }
+    const unsigned char *ip = b + off;
+    if (version == 4) {
+        if (n < off + 40) return 0;
+        unsigned total = be16(ip + 2), frag = be16(ip + 6);
+        if (ip[0] != 0x45 || ip[9] != 6 || (frag & 0x1FFF) || total < 40) return 0;
+        p->key.alen = 4;
+        memcpy(p->key.src, ip + 12, 4);
+        memcpy(p->key.dst, ip + 16, 4);
+        p->ip_id = be16(ip + 4);
+        return tcp_part(b, n, off + 20, total - 20, p);
+    }
+    if (version == 6) {
+        if (n < off + 60) return 0;
+        unsigned plen = be16(ip + 4);
+        if (ip[0] >> 4 != 6 || ip[6] != 6 || plen < 20) return 0;
         p->key.alen = 16;
-        memcpy(p->key.src, b + 22, 16);
-        memcpy(p->key.dst, b + 38, 16);
+        memcpy(p->key.src, ip + 8, 16);
+        memcpy(p->key.dst, ip + 24, 16);
         p->ip_id = -1;
-        return tcp_part(b, n, 54, plen, p);
+        return tcp_part(b, n, off + 40, plen, p);
     }
     return 0;
 }
@@ -768,8 +819,8 @@ static PyObject *Loop_next(Loop *self) {
         p.opt_obj = NULL;
         memset(&p.key, 0, sizeof(Key));
         int decoded = 0;
-        if (lt == 1 && PyBytes_Check(buf) && 0 <= start && start <= end && end <= PyBytes_GET_SIZE(buf))
-            decoded = fast_decode((const unsigned char *)PyBytes_AS_STRING(buf) + start, end - start, &p);
+        if (PyBytes_Check(buf) && 0 <= start && start <= end && end <= PyBytes_GET_SIZE(buf))
+            decoded = fast_decode((const unsigned char *)PyBytes_AS_STRING(buf) + start, end - start, lt, &p);
         if (!decoded) decoded = slow_decode(self, record, &p);
         if (decoded <= 0) {
             Py_DECREF(record);
