@@ -3,7 +3,7 @@
  * runs when this module is not built) and `connection_text` (the object path).
  *
  * show.py's `_compiled_texts` drives it: `Loop(records, linger, window, lookback, shape_max,
- * memo_max, hooks, transcript=False)` is an iterator of connection texts. `records` is
+ * memo_max, hooks, transcript=False, verbose=False)` is an iterator of connection texts. `records` is
  * capture.read_records(...) (the pure-Python reader keeps every format rule, check, warning and
  * error); this file does, per record, what the Python loop does: a fast path for the common case
  * of every link type decode knows (anything else goes to hooks.decoded(record), i.e. decode.decode;
@@ -74,7 +74,7 @@ typedef struct Node {
 typedef struct {
     PyObject_HEAD
     PyObject *records;
-    PyObject *decoded, *conn_text, *facts_text, *addr_text, *flags_text, *same_options;
+    PyObject *decoded, *conn_text, *facts_text, *addr_text, *flags_text, *same_options, *options_text;
     double linger, half_linger, window, ready, now;
     Py_ssize_t lookback, shape_max, memo_max;
     Node **buckets;
@@ -83,6 +83,7 @@ typedef struct {
     long long count, packets, tcp, duplicates;
     int draining, ended;
     int transcript; /* texts as connection_text, not connection_json */
+    int verbose; /* connection_text's verbose: window and options too */
     PyObject *shapes; /* dict: shape bytes -> facts text */
     PyObject *flags_cache[512];
     char *out;
@@ -427,7 +428,21 @@ static int out_json(Loop *self, const Conn *c, PyObject *facts) {
     return OUT_LIT(self, "]}");
 }
 
-/* connection_text(conn) (not verbose): facts is `  outcome ...  zeek ...` */
+/* -v's ` <mss 65495,sackOK,...>`: hooks.options_text(options), nothing when that is empty */
+static int out_options(Loop *self, const Seg *s) {
+    if (!s->opt_obj && !s->opt_len) return 0;
+    PyObject *options = options_object(s);
+    PyObject *text = options ? PyObject_CallOneArg(self->options_text, options) : NULL;
+    Py_XDECREF(options);
+    if (!text) return -1;
+    int rc = 0;
+    if (!PyUnicode_Check(text) || PyUnicode_GET_LENGTH(text))
+        rc = OUT_LIT(self, " <") < 0 || out_str(self, text) < 0 || OUT_LIT(self, ">") < 0 ? -1 : 0;
+    Py_DECREF(text);
+    return rc;
+}
+
+/* connection_text(conn, verbose): facts is `  outcome ...  zeek ...` */
 static int out_transcript(Loop *self, const Conn *c, PyObject *facts) {
     if (OUT_LIT(self, "connection ") < 0 || out_ll(self, c->index) < 0 || OUT_LIT(self, ": ") < 0 ||
         out_endpoints(self, c, " > ") < 0 || out_str(self, facts) < 0)
@@ -442,6 +457,8 @@ static int out_transcript(Loop *self, const Conn *c, PyObject *facts) {
             OUT_LIT(self, " ") < 0 || out_ll(self, s->rseq) < 0 || OUT_LIT(self, ":") < 0 ||
             out_ll(self, (long long)s->rseq + s->length) < 0 || OUT_LIT(self, "(") < 0 || out_ll(self, s->length) < 0 ||
             OUT_LIT(self, ")") < 0 || ((s->flags & ACK) && (OUT_LIT(self, " ack ") < 0 || out_ll(self, s->rack) < 0)))
+            return -1;
+        if (self->verbose && (OUT_LIT(self, " win ") < 0 || out_ll(self, s->win) < 0 || out_options(self, s) < 0))
             return -1;
     }
     return 0;
@@ -837,10 +854,12 @@ static PyObject *Loop_next(Loop *self) {
 /* ------------------------------------------------------------------ the type */
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
-    static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript", NULL};
+    static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript",
+                         "verbose", NULL};
     PyObject *records, *hooks;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$p", kw, &records, &self->linger, &self->window,
-                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$pp", kw, &records, &self->linger, &self->window,
+                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
+                                     &self->verbose))
         return -1;
     if (self->records) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
@@ -850,6 +869,7 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     struct { PyObject **slot; const char *name; } names[] = {
         {&self->decoded, "decoded"},       {&self->conn_text, "conn_text"},   {&self->facts_text, "facts_text"},
         {&self->addr_text, "addr_text"},   {&self->flags_text, "flags_text"}, {&self->same_options, "same_options"},
+        {&self->options_text, "options_text"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!(*names[i].slot = PyObject_GetAttrString(hooks, names[i].name))) return -1;
@@ -890,6 +910,7 @@ static void Loop_dealloc(Loop *self) {
     Py_XDECREF(self->addr_text);
     Py_XDECREF(self->flags_text);
     Py_XDECREF(self->same_options);
+    Py_XDECREF(self->options_text);
     Py_XDECREF(self->shapes);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -908,8 +929,8 @@ static PyTypeObject LoopType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "verifier.wire._showloop.Loop",
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False): the texts "
-              "of show --json (or of show's transcript)",
+    .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False, "
+              "verbose=False): the texts of show --json (or of show's transcript, -v's with verbose)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,

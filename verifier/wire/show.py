@@ -65,9 +65,9 @@ class CaptureReading:
 
     def connection_texts(self, verbose: bool = False, linger: float = LINGER) -> Iterator[str]:
         """`connection_text(conn, verbose)` for each of `connections()`, stats and info the same after
-        it: from the compiled loop when it is built (not verbose), else from the objects."""
-        if _showloop is not None and not verbose:
-            return _compiled_texts(self, linger, _TranscriptHooks)
+        it: from the compiled loop when it is built, else from the objects."""
+        if _showloop is not None:
+            return _compiled_texts(self, linger, _VerboseTranscriptHooks if verbose else _TranscriptHooks)
         return (connection_text(conn, verbose=verbose) for conn in self.connections())
 
     def warnings(self) -> list[str]:
@@ -503,13 +503,14 @@ def _conn_of(state: tuple) -> _Conn:
 class _Hooks:
     """For connection_json's texts."""
 
-    transcript = False
+    transcript = verbose = False
     decoded = staticmethod(_decoded)
     conn_text = staticmethod(lambda state: connection_json(_connection(_conn_of(state))))
     facts_text = staticmethod(lambda state: _facts_text(_conn_of(state)))
     addr_text = staticmethod(lambda raw: decode._addr_cache.get(raw) or decode._addr(raw))
     flags_text = staticmethod(flags_text)
     same_options = staticmethod(_same_options)
+    options_text = staticmethod(lambda options: options_text(_parsed_options(options)))
 
 
 class _TranscriptHooks(_Hooks):
@@ -520,13 +521,21 @@ class _TranscriptHooks(_Hooks):
     facts_text = staticmethod(lambda state: _facts_line(summary(_connection(_conn_of(state)))))
 
 
+class _VerboseTranscriptHooks(_TranscriptHooks):
+    """For connection_text(conn, verbose=True)'s texts (window and options too)."""
+
+    verbose = True
+    conn_text = staticmethod(lambda state: connection_text(_connection(_conn_of(state)), verbose=True))
+
+
 def _compiled_json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     return _compiled_texts(reading, linger, _Hooks)
 
 
 def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks]) -> Iterator[str]:
     loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
-                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, hooks, transcript=hooks.transcript)
+                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, hooks, transcript=hooks.transcript,
+                          verbose=hooks.verbose)
     try:
         yield from loop
     finally:  # as segments(): published however the reading ends
