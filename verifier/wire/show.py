@@ -487,8 +487,9 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
 
 
 # --- the compiled loop ----------------------------------------------------------------------------
-# _showloop.Loop does what _json_connections does, packet for packet; what is rare it asks of
-# these hooks (a connection comes to them as _Conn's fields in a tuple: see _showloop.c).
+# _showloop.Loop does what _json_connections does, packet for packet, and writes connection_json's
+# or connection_text's texts; what is rare it asks of these hooks (a connection comes to them as
+# _Conn's fields in a tuple: see _showloop.c).
 
 
 def _conn_of(state: tuple) -> _Conn:
