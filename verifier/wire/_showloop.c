@@ -58,9 +58,12 @@ typedef struct Conn {
     int client_is_src; /* whether the client is key.src */
     Seg *segs;
     Py_ssize_t nsegs, cap;
-    uint32_t base_c, base_s, client_isn, fin_c, fin_s;
-    char has_base_c, has_base_s, has_client_isn, has_fin_c, has_fin_s;
-    char syn_c, syn_s, acked_c, acked_s, rst, moved;
+    struct Half { /* one side's sequence space: [0] the client's, [1] the server's */
+        uint32_t base, fin; /* the base of its relative numbers; just after its FIN */
+        char has_base, has_fin, syn, acked; /* syn: the base is its SYN's; acked: the peer ACKed its FIN */
+    } half[2];
+    uint32_t client_isn;
+    char has_client_isn, rst, moved;
     long long duplicates;
     struct Conn *next; /* in first-packet order */
 } Conn;
@@ -97,7 +100,7 @@ static inline uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int is_finished(const Conn *c) { return c->rst || (c->acked_c && c->acked_s); }
+static int is_finished(const Conn *c) { return c->rst || (c->half[0].acked && c->half[1].acked); }
 
 static void seg_clear(Seg *s) {
     Py_CLEAR(s->opt_obj);
@@ -330,13 +333,14 @@ static PyObject *conn_tuple(const Conn *c) {
         }
         PyList_SET_ITEM(segs, i, r);
     }
-    PyObject *base_c = optional_u32(c->has_base_c, c->base_c), *base_s = optional_u32(c->has_base_s, c->base_s),
-             *isn = optional_u32(c->has_client_isn, c->client_isn), *fin_c = optional_u32(c->has_fin_c, c->fin_c),
-             *fin_s = optional_u32(c->has_fin_s, c->fin_s);
+    const struct Half *hc = &c->half[0], *hs = &c->half[1];
+    PyObject *base_c = optional_u32(hc->has_base, hc->base), *base_s = optional_u32(hs->has_base, hs->base),
+             *isn = optional_u32(c->has_client_isn, c->client_isn), *fin_c = optional_u32(hc->has_fin, hc->fin),
+             *fin_s = optional_u32(hs->has_fin, hs->fin);
     if (base_c && base_s && isn && fin_c && fin_s)
         out = Py_BuildValue("(LOOONNNNNNNNNNLN)", c->index, c->client_is_src ? src : dst, c->client_is_src ? dst : src,
-                            segs, base_c, base_s, PyBool_FromLong(c->syn_c), PyBool_FromLong(c->syn_s), isn, fin_c,
-                            fin_s, PyBool_FromLong(c->acked_c), PyBool_FromLong(c->acked_s), PyBool_FromLong(c->rst),
+                            segs, base_c, base_s, PyBool_FromLong(hc->syn), PyBool_FromLong(hs->syn), isn, fin_c,
+                            fin_s, PyBool_FromLong(hc->acked), PyBool_FromLong(hs->acked), PyBool_FromLong(c->rst),
                             c->duplicates, PyBool_FromLong(c->moved));
     else {
         Py_XDECREF(base_c);
@@ -724,46 +728,27 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         s->opt_obj = p->opt_obj; /* the reference moves here */
         p->opt_obj = NULL;
         s->comment = Py_NewRef(comment);
-        if (side == 'C') {
-            if (flags & SYN) {
-                if (!c->syn_c) {
-                    if (c->has_base_c) c->moved = 1;
-                    c->base_c = p->seq, c->has_base_c = 1, c->syn_c = 1;
-                }
-                if (!(flags & ACK) && !c->has_client_isn) c->client_isn = p->seq, c->has_client_isn = 1;
-            } else if (!c->has_base_c) {
-                c->base_c = p->seq - 1, c->has_base_c = 1;
+        /* Connection.add's rules, for the sender's half and its peer's */
+        struct Half *me = &c->half[side == 'C' ? 0 : 1], *peer = &c->half[side == 'C' ? 1 : 0];
+        if (flags & SYN) {
+            if (!me->syn) {
+                if (me->has_base) c->moved = 1;
+                me->base = p->seq, me->has_base = 1, me->syn = 1;
             }
-            if (flags & ACK) {
-                if (!c->has_base_s) c->base_s = p->ack - 1, c->has_base_s = 1;
-                s->rack = p->ack - c->base_s;
-            } else {
-                s->rack = 0;
-            }
-            s->rseq = p->seq - c->base_c;
-            if (flags & RST) c->rst = 1;
-            if (flags & FIN) c->fin_c = (uint32_t)((uint64_t)p->seq + (uint64_t)p->length + syn + 1), c->has_fin_c = 1;
-            if ((flags & ACK) && c->has_fin_s && (uint32_t)(p->ack - c->fin_s) < HALF) c->acked_s = 1;
-        } else {
-            if (flags & SYN) {
-                if (!c->syn_s) {
-                    if (c->has_base_s) c->moved = 1;
-                    c->base_s = p->seq, c->has_base_s = 1, c->syn_s = 1;
-                }
-            } else if (!c->has_base_s) {
-                c->base_s = p->seq - 1, c->has_base_s = 1;
-            }
-            if (flags & ACK) {
-                if (!c->has_base_c) c->base_c = p->ack - 1, c->has_base_c = 1;
-                s->rack = p->ack - c->base_c;
-            } else {
-                s->rack = 0;
-            }
-            s->rseq = p->seq - c->base_s;
-            if (flags & RST) c->rst = 1;
-            if (flags & FIN) c->fin_s = (uint32_t)((uint64_t)p->seq + (uint64_t)p->length + syn + 1), c->has_fin_s = 1;
-            if ((flags & ACK) && c->has_fin_c && (uint32_t)(p->ack - c->fin_c) < HALF) c->acked_c = 1;
+            if (side == 'C' && !(flags & ACK) && !c->has_client_isn) c->client_isn = p->seq, c->has_client_isn = 1;
+        } else if (!me->has_base) {
+            me->base = p->seq - 1, me->has_base = 1;
         }
+        if (flags & ACK) {
+            if (!peer->has_base) peer->base = p->ack - 1, peer->has_base = 1;
+            s->rack = p->ack - peer->base;
+        } else {
+            s->rack = 0;
+        }
+        s->rseq = p->seq - me->base;
+        if (flags & RST) c->rst = 1;
+        if (flags & FIN) me->fin = (uint32_t)((uint64_t)p->seq + (uint64_t)p->length + syn + 1), me->has_fin = 1;
+        if ((flags & ACK) && peer->has_fin && (uint32_t)(p->ack - peer->fin) < HALF) peer->acked = 1;
     }
     if (c == self->head && !duplicate && is_finished(c)) self->ready = c->segs[c->nsegs - 1].t + self->half_linger;
     if (t >= self->ready) {
