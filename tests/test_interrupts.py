@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from process_state import gone_or_zombie
 from verifier.lab.synrto import cgroup2_root
 
 pytestmark = pytest.mark.privileged
@@ -75,7 +76,7 @@ def test_signal_stops_everything(sig, code, backend, tmp_path):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert namespaces_of(proc.pid) == []
     assert cgroups_of(proc.pid) == []
-    alive = [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    alive = [k for k in kids if k.is_running() and not gone_or_zombie(k.pid)]
     assert alive == [], f"left running: {[(k.pid, k.name()) for k in alive]}"
 
 
@@ -91,4 +92,4 @@ def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path):
     assert namespaces_of(pid) == []
     assert cgroups_of(pid) == []
     time.sleep(0.2)
-    assert [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE] == []
+    assert [k for k in kids if k.is_running() and not gone_or_zombie(k.pid)] == []
