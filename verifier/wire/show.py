@@ -202,8 +202,8 @@ _DIGITS3_STRIPPED = [("%03d" % i).rstrip("0") for i in range(1000)]  # "007", "0
 class _Conn:
     """A connection being tracked by the fast path (what Connection holds, in plain slots)."""
 
-    __slots__ = ("index", "client", "server", "caddr", "cport", "segs", "keys", "base_c", "base_s", "syn_c", "syn_s",
-                 "client_isn", "fin_c", "fin_s", "acked_c", "acked_s", "rst", "duplicates", "moved")
+    __slots__ = ("index", "client", "server", "caddr", "cport", "segs", "keys", "base", "syn", "fin", "acked",
+                 "client_isn", "rst", "duplicates", "moved")
 
     def __init__(self, index, client, server, keys):
         self.index = index
@@ -212,9 +212,18 @@ class _Conn:
         self.caddr, self.cport = client
         self.segs = []  # per segment: (side, rel seq, rel ack, flags, len, t, frame, win, seq, ack, ip_id, options, comment)
         self.keys = keys
-        self.base_c = self.base_s = self.client_isn = self.fin_c = self.fin_s = None
-        self.syn_c = self.syn_s = self.acked_c = self.acked_s = self.rst = self.moved = False
+        # per side, [client, server]: the base of its relative numbers, whether that is its SYN's,
+        # the sequence number just after its FIN, whether the peer ACKed that FIN
+        self.base = [None, None]
+        self.syn = [False, False]
+        self.fin = [None, None]
+        self.acked = [False, False]
+        self.client_isn = None
+        self.rst = self.moved = False
         self.duplicates = 0
+
+    def finished(self) -> bool:
+        return self.rst or (self.acked[0] and self.acked[1])
 
 
 def _parsed_options(options) -> tuple:
@@ -244,11 +253,11 @@ def _connection(c: _Conn) -> Connection:
                           _parsed_options(options), ip_id, comment)
         out.append(RelSegment(side, rseq, rack, seg))
     conn.duplicates = c.duplicates
-    conn._base = {k: v for k, v in (("C", c.base_c), ("S", c.base_s)) if v is not None}
-    conn._base_from_syn = {k for k, v in (("C", c.syn_c), ("S", c.syn_s)) if v}
+    conn._base = {k: v for k, v in zip("CS", c.base) if v is not None}
+    conn._base_from_syn = {k for k, v in zip("CS", c.syn) if v}
     conn._client_isn = c.client_isn
-    conn._fin_end = {k: v for k, v in (("C", c.fin_c), ("S", c.fin_s)) if v is not None}
-    conn._fin_acked = {k for k, v in (("C", c.acked_c), ("S", c.acked_s)) if v}
+    conn._fin_end = {k: v for k, v in zip("CS", c.fin) if v is not None}
+    conn._fin_acked = {k for k, v in zip("CS", c.acked) if v}
     conn._rst = c.rst
     return conn
 
@@ -380,7 +389,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
             key = (src, sport, dst, dport)
             c = open_by_key.get(key)
             if c is None or (
-                flags & SYN and not flags & ACK and (c.rst or (c.acked_c and c.acked_s))
+                flags & SYN and not flags & ACK and c.finished()
                 and (c.client_isn is None or seq != c.client_isn)
             ):  # a new connection, or a new SYN on a finished 4-tuple (Connection.starts_anew)
                 count += 1
@@ -408,65 +417,42 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
                         break
             if duplicate:
                 c.duplicates += 1
-            elif side == "C":
-                if flags & SYN:
-                    if not c.syn_c:
-                        if c.base_c is not None:
-                            c.moved = True
-                        c.base_c = seq
-                        c.syn_c = True
-                    if not flags & ACK and c.client_isn is None:
-                        c.client_isn = seq
-                elif c.base_c is None:
-                    c.base_c = (seq - 1) % MOD
-                if flags & ACK:
-                    if c.base_s is None:
-                        c.base_s = (ack - 1) % MOD
-                    rack = (ack - c.base_s) % MOD
-                else:
-                    rack = 0
-                segs.append((side, (seq - c.base_c) % MOD, rack, flags, length, t, index, win, seq, ack, ip_id,
-                             options, comment))
-                if flags & (RST | FIN):
-                    if flags & RST:
-                        c.rst = True
-                    if flags & FIN:
-                        c.fin_c = (seq + length + (1 if flags & SYN else 0) + 1) % MOD
-                if flags & ACK and c.fin_s is not None and (ack - c.fin_s) % MOD < _HALF:
-                    c.acked_s = True
             else:
+                me, peer = (0, 1) if side == "C" else (1, 0)
+                base = c.base
                 if flags & SYN:
-                    if not c.syn_s:
-                        if c.base_s is not None:
+                    if not c.syn[me]:
+                        if base[me] is not None:
                             c.moved = True
-                        c.base_s = seq
-                        c.syn_s = True
-                elif c.base_s is None:
-                    c.base_s = (seq - 1) % MOD
+                        base[me] = seq
+                        c.syn[me] = True
+                    if side == "C" and not flags & ACK and c.client_isn is None:
+                        c.client_isn = seq
+                elif base[me] is None:
+                    base[me] = (seq - 1) % MOD
                 if flags & ACK:
-                    if c.base_c is None:
-                        c.base_c = (ack - 1) % MOD
-                    rack = (ack - c.base_c) % MOD
+                    if base[peer] is None:
+                        base[peer] = (ack - 1) % MOD
+                    rack = (ack - base[peer]) % MOD
                 else:
                     rack = 0
-                segs.append((side, (seq - c.base_s) % MOD, rack, flags, length, t, index, win, seq, ack, ip_id,
+                segs.append((side, (seq - base[me]) % MOD, rack, flags, length, t, index, win, seq, ack, ip_id,
                              options, comment))
-                if flags & (RST | FIN):
-                    if flags & RST:
-                        c.rst = True
-                    if flags & FIN:
-                        c.fin_s = (seq + length + (1 if flags & SYN else 0) + 1) % MOD
-                if flags & ACK and c.fin_c is not None and (ack - c.fin_c) % MOD < _HALF:
-                    c.acked_c = True
+                if flags & RST:
+                    c.rst = True
+                if flags & FIN:
+                    c.fin[me] = (seq + length + (1 if flags & SYN else 0) + 1) % MOD
+                if flags & ACK and c.fin[peer] is not None and (ack - c.fin[peer]) % MOD < _HALF:
+                    c.acked[peer] = True
             # ---- hand on finished connections from the head of the queue (as track()); `ready`
             # (half the linger after the head's last packet, far from any rounding) is a time
             # before which it cannot go: the exact test runs only from then
-            if c is head and not duplicate and (c.rst or (c.acked_c and c.acked_s)):
+            if c is head and not duplicate and c.finished():
                 ready = segs[-1][5] + half_linger
             if t >= ready:
                 while pending:
                     head = pending[0]
-                    if not (head.rst or (head.acked_c and head.acked_s)) or t - head.segs[-1][5] < linger:
+                    if not head.finished() or t - head.segs[-1][5] < linger:
                         break
                     pending.popleft()
                     for k in head.keys:
@@ -474,7 +460,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
                             del open_by_key[k]
                     yield text(head)
                 head = pending[0] if pending else None
-                if head is not None and (head.rst or (head.acked_c and head.acked_s)):
+                if head is not None and head.finished():
                     ready = head.segs[-1][5] + half_linger
                 else:
                     ready = _INF
@@ -496,8 +482,8 @@ def _conn_of(state: tuple) -> _Conn:
     index, client, server, segs, *rest = state
     c = _Conn(index, client, server, ())
     c.segs = segs
-    (c.base_c, c.base_s, c.syn_c, c.syn_s, c.client_isn, c.fin_c, c.fin_s, c.acked_c, c.acked_s, c.rst,
-     c.duplicates, c.moved) = rest
+    (base_c, base_s, syn_c, syn_s, c.client_isn, fin_c, fin_s, acked_c, acked_s, c.rst, c.duplicates, c.moved) = rest
+    c.base, c.syn, c.fin, c.acked = [base_c, base_s], [syn_c, syn_s], [fin_c, fin_s], [acked_c, acked_s]
     return c
 
 
