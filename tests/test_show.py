@@ -26,7 +26,7 @@ RANDOM_CAPTURES = 150
 # the two loops of `show --json` (connections_json takes the compiled one when it is built)
 # and the compiled loop's transcript texts (show's default output), each with what it must equal
 LOOPS = [("python", show._json_connections, "json")] + ([
-    ("compiled", show._compiled_json_connections, "json"),
+    ("compiled", lambda reading, linger: show._compiled_texts(reading, linger, show._Hooks), "json"),
     ("compiled transcript", lambda reading, linger: show._compiled_texts(reading, linger, show._TranscriptHooks), "text"),
     ("compiled -v transcript", lambda reading, linger: show._compiled_texts(reading, linger, show._VerboseTranscriptHooks),
      "verbose"),
@@ -259,7 +259,7 @@ def test_the_compiled_loop_leaves_moved_bases_and_long_connections_to_python(mon
     records = [(us // 10**6, us % 10**6, ether(ipv4_tcp(flags=f, seq=s, ack=a, sport=port, dport=5000)))
                for port, specs in ((40000, moved), (40001, long), (40002, plain)) for us, _, f, s, a in specs]
     records.sort(key=lambda r: r[:2])
-    texts = list(show._compiled_json_connections(CaptureReading(io.BytesIO(pcap_file(records))), LINGER))
+    texts = list(show._compiled_texts(CaptureReading(io.BytesIO(pcap_file(records))), LINGER, show._Hooks))
     assert sorted(calls) == [1, 2] and len(texts) == 3 and texts.count("{}") == 2
 
 

@@ -193,9 +193,8 @@ def _compare_with_fixture(folder: Path, result) -> str | None:
     if d.equal:
         return None
     lines = [f"  - {n}" for n in _named(d)]
-    for c in d.connections:  # the rows that differ, where only they say how (diff's side-by-side, cut to them)
-        if any(n.startswith("segments differ") for n in c.named):
-            lines += [f"      {ta:<40} {marker} {tb}".rstrip() for marker, ta, tb in c.rows if marker != " "]
+    for c in d.connections:  # and the rows that differ (diff's side by side, cut to them)
+        lines += [f"      {ta:<40} {marker} {tb}".rstrip() for marker, ta, tb in c.rows if marker != " "]
     text = "\n".join(lines)
     return f"{result.scenario.name} ({result.runtime.label}) vs {fixture} (A = fixture, B = this run):\n{text}"
 

@@ -494,7 +494,7 @@ class _Hooks:
     decoded = staticmethod(_decoded)
     conn_text = staticmethod(lambda state: connection_json(_connection(_conn_of(state))))
     facts_text = staticmethod(lambda state: _facts_text(_conn_of(state)))
-    addr_text = staticmethod(lambda raw: decode._addr_cache.get(raw) or decode._addr(raw))
+    addr_text = staticmethod(decode._addr)
     flags_text = staticmethod(flags_text)
     same_options = staticmethod(_same_options)
     options_text = staticmethod(lambda options: options_text(_parsed_options(options)))
@@ -513,10 +513,6 @@ class _VerboseTranscriptHooks(_TranscriptHooks):
 
     verbose = True
     conn_text = staticmethod(lambda state: connection_text(_connection(_conn_of(state)), verbose=True))
-
-
-def _compiled_json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
-    return _compiled_texts(reading, linger, _Hooks)
 
 
 def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks]) -> Iterator[str]:
