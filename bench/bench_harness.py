@@ -290,7 +290,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", type=Path, help="write every figure here")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
-        print("bench_harness needs root (namespaces, capture): sudo make bench-harness", file=sys.stderr)
+        print("bench_harness needs root (namespaces, capture): sudo make bench WHICH=harness", file=sys.stderr)
         return 3
     rounds = []
     for n in range(a.rounds):

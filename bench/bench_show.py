@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_show.py [--rounds 3] [--ref-rounds 1] [--no-scapy] [--json OUT] [FILE ...]
 
 Default files: bench/data/conn120k.pcap and bench/data/conn25k.pcap (made by gen_capture.py:
-`make bench-data`). Every tool runs as a child process, its output to /dev/null; wall time
+`sudo make bench WHICH=show` makes them when missing). Every tool runs as a child process, its output to /dev/null; wall time
 (median over the rounds, tools interleaved within a round) and peak memory (the child's own
 RSS high-water mark, from wait4's rusage) are measured. The tools:
 - verifier: `verifier show --json FILE` (its loop compiled: verifier/wire/_showloop.c)
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     files = a.files or DEFAULT_FILES
     missing = [f for f in files if not f.exists()]
     if missing:
-        print(f"missing {', '.join(map(str, missing))}: make them with `sudo make bench-data`", file=sys.stderr)
+        print(f"missing {', '.join(map(str, missing))}: `sudo make bench WHICH=show` makes them (bench/gen_capture.py)", file=sys.stderr)
         return 2
     from verifier.wire import show
 
