@@ -223,52 +223,49 @@ _ETH_IPV6_TCP = struct.Struct("!12xHBxxxHBx16s16sHHIIBBH")  # ethertype, IPv6 (a
 _NOP_NOP_TS = b"\x01\x01\x08\x0a"
 
 
+def ethernet_tcp(buf: bytes, start: int, end: int) -> tuple | None:
+    """The fast path's fields of the Ethernet frame `buf[start:end]` when it is IPv4 without options
+    or IPv6 without extension headers, then TCP with all its options captured: (family, src, sport,
+    dst, dport, seq, ack, flags, win, payload_len, ip_id, options_start, options_end), addresses
+    packed, the options being `buf[options_start:options_end]`; None for anything else (`decode` it)."""
+    if end - start < 54:
+        return None
+    b = buf[start + 12]
+    if b == 0x08:
+        et, vihl, total, ip_id, frag, proto, src, dst, sport, dport, seq, ack, doff, flags, win = _ETH_IPV4_TCP.unpack_from(
+            buf, start)
+        if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x1FFF and total >= 40:
+            thl = (doff >> 4) << 2
+            if thl == 20 or (thl > 20 and total - 20 >= thl and end - start >= 34 + thl):
+                return 4, src, sport, dst, dport, seq, ack, flags, win, total - 20 - thl, ip_id, start + 54, start + 34 + thl
+    elif b == 0x86 and end - start >= 74:
+        et, vtc, plen, nh, src, dst, sport, dport, seq, ack, doff, flags, win = _ETH_IPV6_TCP.unpack_from(buf, start)
+        if et == 0x86DD and vtc >> 4 == 6 and nh == 6 and plen >= 20:
+            thl = (doff >> 4) << 2
+            if thl == 20 or (thl > 20 and plen >= thl and end - start >= 54 + thl):
+                return 6, src, sport, dst, dport, seq, ack, flags, win, plen - thl, None, start + 74, start + 54 + thl
+    return None
+
+
 def segments(records) -> Iterator[Segment | None]:
     """For each record of `capture.read_records`, the TCP segment it carries or None (as `decode`)."""
-    v4 = _ETH_IPV4_TCP.unpack_from
-    v6 = _ETH_IPV6_TCP.unpack_from
+    fast = ethernet_tcp
     ts = _TS.unpack_from
     cache_get = _addr_cache.get
     nop_nop_ts = _NOP_NOP_TS
     nop = _NOP
     seg_new = Segment
     for index, t, lt, buf, start, end, orig, comment, iface, section in records:
-        if lt == 1 and end - start >= 54:
-            b = buf[start + 12]
-            if b == 0x08:
-                et, vihl, total, ip_id, frag, proto, src, dst, sport, dport, seq, ack, doff, flags, win = v4(buf, start)
-                if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x1FFF and total >= 40:
-                    thl = (doff >> 4) << 2
-                    if thl == 20:
-                        options = ()
-                    elif thl == 32 and total >= 52 and end - start >= 66 and buf[start + 54 : start + 58] == nop_nop_ts:
-                        options = (nop, nop, ("TS", ts(buf, start + 58)))
-                    elif thl > 20 and total - 20 >= thl and end - start >= 34 + thl:
-                        options = _options(buf, start + 54, start + 34 + thl)
-                    else:
-                        thl = 0
-                    if thl:
-                        yield seg_new(
-                            index, t, 4, cache_get(src) or _addr(src), sport, cache_get(dst) or _addr(dst), dport,
-                            seq, ack, flags, win, total - 20 - thl, options, ip_id, comment,
-                        )
-                        continue
-            elif b == 0x86 and end - start >= 74:
-                et, vtc, plen, nh, src, dst, sport, dport, seq, ack, doff, flags, win = v6(buf, start)
-                if et == 0x86DD and vtc >> 4 == 6 and nh == 6 and plen >= 20:
-                    thl = (doff >> 4) << 2
-                    if thl == 20:
-                        options = ()
-                    elif thl == 32 and plen >= 32 and end - start >= 86 and buf[start + 74 : start + 78] == nop_nop_ts:
-                        options = (nop, nop, ("TS", ts(buf, start + 78)))
-                    elif thl > 20 and plen >= thl and end - start >= 54 + thl:
-                        options = _options(buf, start + 74, start + 54 + thl)
-                    else:
-                        thl = 0
-                    if thl:
-                        yield seg_new(
-                            index, t, 6, cache_get(src) or _addr(src), sport, cache_get(dst) or _addr(dst), dport,
-                            seq, ack, flags, win, plen - thl, options, None, comment,
-                        )
-                        continue
-        yield decode(Frame(index, t, lt, buf[start:end], orig, comment, iface, section))
+        f = fast(buf, start, end) if lt == 1 else None
+        if f is None:
+            yield decode(Frame(index, t, lt, buf[start:end], orig, comment, iface, section))
+            continue
+        family, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1 = f
+        if o0 == o1:
+            options = ()
+        elif o1 - o0 == 12 and buf[o0 : o0 + 4] == nop_nop_ts:  # the usual case
+            options = (nop, nop, ("TS", ts(buf, o0 + 4)))
+        else:
+            options = _options(buf, o0, o1)
+        yield seg_new(index, t, family, cache_get(src) or _addr(src), sport, cache_get(dst) or _addr(dst), dport,
+                      seq, ack, flags, win, length, options, ip_id, comment)

@@ -307,8 +307,7 @@ def _segment_template(r: tuple) -> str:
 def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     stats = reading.stats
     records = capture.read_records(reading.stream, reading.info)
-    v4 = decode._ETH_IPV4_TCP.unpack_from
-    v6 = decode._ETH_IPV6_TCP.unpack_from
+    fast = decode.ethernet_tcp
     window = DUPLICATE_WINDOW
     lookback = -DUPLICATE_LOOKBACK
     shapes: dict[tuple, tuple[str, str]] = {}
@@ -355,35 +354,15 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
         for index, t, lt, buf, start, end, orig, comment, iface, section in records:
             packets += 1
             # ---- decode (as decode.segments)
-            options = None
-            if lt == 1 and end - start >= 54:
-                b = buf[start + 12]
-                if b == 0x08:
-                    et, vihl, total, ip_id, frag, proto, src, dst, sport, dport, seq, ack, doff, flags, win = v4(buf, start)
-                    if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x1FFF and total >= 40:
-                        thl = (doff >> 4) << 2
-                        if thl == 20:
-                            options = ()
-                        elif thl > 20 and total - 20 >= thl and end - start >= 34 + thl:
-                            options = buf[start + 54 : start + 34 + thl]
-                        if options is not None:
-                            length = total - 20 - thl
-                elif b == 0x86 and end - start >= 74:
-                    et, vtc, plen, nh, src, dst, sport, dport, seq, ack, doff, flags, win = v6(buf, start)
-                    if et == 0x86DD and vtc >> 4 == 6 and nh == 6 and plen >= 20:
-                        thl = (doff >> 4) << 2
-                        if thl == 20:
-                            options = ()
-                        elif thl > 20 and plen >= thl and end - start >= 54 + thl:
-                            options = buf[start + 74 : start + 54 + thl]
-                        if options is not None:
-                            length = plen - thl
-                            ip_id = None
-            if options is None:
-                fields = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section))
-                if fields is None:
+            f = fast(buf, start, end) if lt == 1 else None
+            if f is None:
+                f = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section))
+                if f is None:
                     continue
-                src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id = fields
+                src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id = f
+            else:
+                _, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1 = f
+                options = buf[o0:o1] if o1 > o0 else ()
             tcp += 1
             # ---- track (as track())
             key = (src, sport, dst, dport)
