@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from verifier.diff import Behaviour, compare, parse_transcript, render, steps
+from verifier.diff import Behaviour, compare, differences, parse_transcript, render, steps
 from verifier.wire.model import ACK, FIN, PSH, RST, SYN
 from verifier.wire.transcript import SegmentLine
 
@@ -191,3 +191,40 @@ def test_a_runs_fixture_note_shows_the_rows_that_differ(tmp_path):
     note = _compare_with_fixture(tmp_path, result)
     assert "connection 1: segments differ (1 only in A, 0 only in B; see the rows)" in note
     assert note.splitlines()[-1].split() == ["S", ">", "C", ".", "(acks", "FIN)", "<"]
+
+
+def test_a_side_with_no_connection_at_all_is_named_in_words():
+    events_only = parse_transcript("client resetAndDestroy()\nclient close hadError=false\n", "deno")
+    wire = parse_transcript("\n".join(l.text(with_time=False) for l in HS + [L("C", RST | ACK, 1, 1)])
+                            + "\nclient resetAndDestroy()\nclient close hadError=false\n", "node")
+    d = compare(wire, events_only)
+    assert "no packet at all (B)" in d.named
+    assert not any(n.startswith("connections:") for n in d.named)
+    assert "no packet at all (A)" in compare(events_only, wire).named
+    assert [r[0] for r in d.connections[0].rows] == ["<"] * 4  # every step of A's connection, only in A
+    assert compare(events_only, events_only).equal
+    # one connection against two is still a count
+    assert "connections: 1 (A) vs 2 (B)" in compare(B(HS + CLOSE3), B(HS + CLOSE3, HS + CLOSE3)).named
+
+
+def test_cli_folders_pair_a_transcript_with_events_only(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "reset-while-connecting.txt").write_text(
+        "# reset-while-connecting: resetAndDestroy() before connect\nclient resetAndDestroy()\n"
+        + "\n".join(l.text(with_time=False) for l in HS + [L("C", RST | ACK, 1, 1)]) + "\nclient close hadError=false\n")
+    (b / "reset-while-connecting.txt").write_text(
+        "# reset-while-connecting: resetAndDestroy() before connect\nclient resetAndDestroy()\nclient close hadError=false\n")
+    out = verifier("diff", str(a), str(b))
+    assert out.returncode == 1, out.stderr
+    assert "  - no packet at all (B)" in out.stdout
+    assert "only in" not in out.stdout
+    assert "1 scenario compared: 1 differ, 0 on one side only" in out.stdout
+
+
+def test_differences_lists_overall_then_per_connection_words():
+    a = parse_transcript("C > S  S 0:0(0)\nclient error code=ECONNREFUSED\n", "a")
+    d = compare(B(HS + CLOSE4), B(HS + CLOSE3))
+    assert differences(d) == ["connection 1: ACK of the first FIN: separate (A) vs piggybacked on the peer's FIN (B)"]
+    d2 = compare(a, parse_transcript("C > S  S 0:0(0)\n", "b"))
+    assert differences(d2) == ["event only in A: client error code=ECONNREFUSED"]

@@ -296,5 +296,6 @@ def cmd_diff(args, out) -> int:
             out.write(line + "\n")
         if a.is_dir():
             changed = sum(1 for _, d in results if not d.equal)
-            out.write(f"{len(results)} scenarios compared: {changed} differ, {len(only)} on one side only\n")
+            scenarios = "1 scenario" if len(results) == 1 else f"{len(results)} scenarios"
+            out.write(f"{scenarios} compared: {changed} differ, {len(only)} on one side only\n")
     return EXIT_FAILED if differ else EXIT_OK

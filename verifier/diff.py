@@ -258,7 +258,11 @@ def event_steps(events: list[EventLine], strict: bool) -> list[Step]:
 def compare(a: Behaviour, b: Behaviour, strict: bool = False) -> Difference:
     diff = Difference(a.name, b.name)
     n = max(len(a.connections), len(b.connections))
-    if len(a.connections) != len(b.connections):
+    if not a.connections and b.connections:  # a fixture of a run that put nothing on the wire
+        diff.named.append("no packet at all (A)")
+    elif a.connections and not b.connections:
+        diff.named.append("no packet at all (B)")
+    elif len(a.connections) != len(b.connections):
         diff.named.append(f"connections: {len(a.connections)} (A) vs {len(b.connections)} (B)")
     for i in range(n):
         la = a.connections[i] if i < len(a.connections) else []
@@ -298,6 +302,11 @@ def compare(a: Behaviour, b: Behaviour, strict: bool = False) -> Difference:
 
 # --- output ---------------------------------------------------------------------------------------
 
+def differences(d: Difference) -> list[str]:
+    """Every difference in words: the overall ones, then each connection's ("connection N: ...")."""
+    return d.named + [f"connection {c.index}: {n}" for c in d.connections for n in c.named]
+
+
 def render(d: Difference, title: str = "") -> str:
     width = 44
     out = []
@@ -318,7 +327,7 @@ def render(d: Difference, title: str = "") -> str:
         for marker, ta, tb in d.event_rows:
             out.append(f"  {ta:<{width}} {marker} {tb}".rstrip())
     out.append("")
-    named = d.named + [f"connection {c.index}: {n}" for c in d.connections for n in c.named]
+    named = differences(d)
     if named:
         out.append("differences:")
         out += [f"  - {n}" for n in named]
