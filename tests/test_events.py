@@ -33,6 +33,22 @@ def test_good_lines_in_log_order():
     assert events[2].text(with_time=False) == "server end readableEnded=true bytesRead=3 err=null ratio=0.5"
 
 
+def test_any_actor_name_the_notation_reads_back():
+    text = "\n".join(line(1.0 + n, side, "close", {"hadError": False})
+                     for n, side in enumerate(["client2", "agent", "upstream-1", "db_primary"]))
+    events, problems = parse_events(text)
+    assert problems == []
+    assert [e.side for e in events] == ["client2", "agent", "upstream-1", "db_primary"]
+    for e in events:  # each prints as a line the notation parses back to the same event
+        assert parse_event(e.text(with_time=False)) == EventLine(e.side, e.name, e.args)
+
+
+def test_side_names_that_would_be_ambiguous_are_refused():
+    bad = ["end", "never", "one", "any", "linux", "C", "S", "R", "2client", "-x", "a b", ""]
+    events, problems = parse_events("\n".join(line(side=s) for s in bad))
+    assert events == [] and len(problems) == len(bad)
+
+
 def test_null_or_missing_args_are_empty():
     events, problems = parse_events(line(args=None) + "\n" + json.dumps({"t": 2, "side": "server", "name": "x", "args": None}))
     assert problems == [] and [e.args for e in events] == [(), ()]
@@ -42,7 +58,7 @@ def test_null_or_missing_args_are_empty():
 def test_malformed_lines_are_reported_with_their_line_numbers():
     bad = [
         "not json at all",                                         # 1
-        line(side="nobody"),                                       # 2 unknown side
+        line(side="Client2"),                                      # 2 not an actor's name (capital)
         json.dumps({"side": "client", "name": "x"}),              # 3 no t
         json.dumps({"t": "soon", "side": "client", "name": "x"}),  # 4 t not a number
         line(name=""),                                             # 5 empty name

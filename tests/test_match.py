@@ -155,3 +155,18 @@ def test_meanwhile_events_are_ordered_among_themselves_only():
     assert run(text, [HANDSHAKE], events) == []  # finish/close came before the handshake ended: fine
     (m,) = run(text.replace("  client finish\n  client close\n", "  client close\n  client finish\n"), [HANDSHAKE], events)
     assert m.lineno == 6 and "client finish" in m.message
+
+
+def test_named_actors_are_matched_told_apart_and_forbidden_by_name():
+    events = EVENTS + [ev(0.0131, "client2", "connect"), ev(0.0132, "agent", "free"),
+                       ev(0.0133, "client2", "close", hadError=True)]
+    text = EXPECT.replace("never R\n", "") + "client2 connect\nagent free\nclient2 close hadError=true\nnever upstream error\n"
+    assert run(text, [HANDSHAKE + CLOSE], events) == []
+    # a client's close does not stand in for client2's, and the failure names the actor
+    (m,) = run(text.replace("client2 close hadError=true", "client2 close hadError=false"), [HANDSHAKE + CLOSE], events)
+    assert m.lineno == 13 and m.field == "hadError" and m.expected == "client2 close hadError=false"
+    assert m.actual == "client2 close hadError=true"
+    (m,) = run(EXPECT + "never client2 close\n", [HANDSHAKE + CLOSE], events)
+    assert m.message == "'never client2 close' was violated" and m.actual == "client2 close hadError=true"
+    assert run(EXPECT + "never agent error\nmeanwhile:\n  client2 connect\n  client2 close\nend\n",
+               [HANDSHAKE + CLOSE], events) == []

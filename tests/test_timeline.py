@@ -9,7 +9,7 @@ import pytest
 from tcp_script import script
 from verifier.expectation import parse
 from verifier.match import match
-from verifier.timeline import Entry, ladder, merge, mermaid, segment_lines, transcript_text
+from verifier.timeline import Entry, ladder, lanes, merge, mermaid, segment_lines, transcript_text
 from verifier.wire.connections import track
 from verifier.wire.transcript import EventLine, SegmentLine
 
@@ -147,16 +147,18 @@ def test_ladder_shape():
     conns, events = one_connection()
     entries = merge(conns, events)
     out = ladder(entries, conns).splitlines()
-    assert re.match(r"^\s+time\s+client\s+wire\s+server$", out[0])
+    assert re.match(r"^\s+time\s+client\s+wire\s+listener\s+server$", out[0])
     assert out[1].strip() == "connection @1: 127.0.0.1:53448 > 127.0.0.1:5000"
     rows = out[2:]
     assert len(rows) == len(entries)
     assert all(re.match(r"^\s*\+\d+\.\d{3}ms", row) for row in rows)
     assert sum("--> C > S" in row for row in rows) == 4 and sum("<-- S > C" in row for row in rows) == 2
     client_col = rows[4].index("connect")
+    listener_col = rows[0].index("listening")
     server_col = rows[7].index("end readableEnded")
-    assert client_col < rows[1].index("-->") < server_col  # client events left, packets middle, server right
-    assert rows[0].index("listening") == server_col  # the listener is on the server's side
+    # client events left, packets middle, then one lane per other actor in order of appearance
+    assert client_col < rows[1].index("-->") < listener_col < server_col
+    assert out[0].index("listener") == listener_col and out[0].index("server") == server_col
     assert ladder([], []) == "(nothing happened)\n"
 
 
@@ -172,15 +174,18 @@ def test_mermaid_shape():
     conns, events = one_connection()
     out = mermaid(merge(conns, events), conns).splitlines()
     assert out[0] == "sequenceDiagram"
-    assert out[1] == "    participant C as client 127.0.0.1:53448"
-    assert out[2] == "    participant S as server 127.0.0.1:5000"
-    body = out[3:]
+    assert out[1:4] == [
+        "    participant P0 as client 127.0.0.1:53448",
+        "    participant P1 as listener",
+        "    participant P2 as server 127.0.0.1:5000",  # the actor `server`: this connection was accepted
+    ]
+    body = out[4:]
     assert sum("->>" in line for line in body) == 6
     assert sum(line.startswith("    Note over ") for line in body) == len(events)
     assert len(body) == 6 + len(events)
-    assert "    C->>S: S 0:0(0)" in body and "    S->>C: F. 1:1(0) ack 2" in body
-    assert "    Note over C: connect localPort=53448 remotePort=5000" in body
-    assert "    Note over S: end()" in body
+    assert "    P0->>P2: S 0:0(0)" in body and "    P2->>P0: F. 1:1(0) ack 2" in body
+    assert "    Note over P0: connect localPort=53448 remotePort=5000" in body
+    assert "    Note over P2: end()" in body and "    Note over P1: listening address=127.0.0.1 port=5000 family=IPv4" in body
     # ';' ends a mermaid statement and '#' starts an entity code: neither may reach the output
     assert not any(";" in line or "#" in line for line in out)
 
@@ -188,16 +193,66 @@ def test_mermaid_shape():
 def test_mermaid_labels_connections_when_several():
     conns, events = two_connections()
     out = mermaid(merge(conns, events), conns)
-    assert "    C->>S: @1 S 0:0(0)" in out and "    C->>S: @2 R. 1:1(0) ack 1" in out
+    assert "    P0->>P1: @1 S 0:0(0)" in out and "    P0->>P1: @2 R. 1:1(0) ack 1" in out
     assert out.count("->>") == 6 and out.count("Note over") == 4
 
 
 def test_mermaid_without_connections():
     out = mermaid([Entry(1.0, EventLine("client", "error", (("code", "ENOTFOUND"),), 1.0))], [])
-    assert out.splitlines() == [
-        "sequenceDiagram", "    participant C as client", "    participant S as server",
-        "    Note over C: error code=ENOTFOUND",
+    assert out.splitlines() == ["sequenceDiagram", "    participant P0 as client", "    Note over P0: error code=ENOTFOUND"]
+
+
+def test_mermaid_without_events_draws_the_endpoints():
+    conns, _ = two_connections()
+    out = mermaid(merge(conns, []), conns).splitlines()
+    assert out[1:4] == ["    participant P0 as client 127.0.0.1:40001", "    participant P1 as client 127.0.0.1:40002",
+                        "    participant P2 as server 127.0.0.1:5000"]
+    assert "    P2->>P0: @1 R. 1:1(0) ack 1" in out and "    P1->>P2: @2 S 0:0(0)" in out
+
+
+def three_actors():
+    """client and client2 connect to server; server's program connects on to upstream (accept side=upstream)."""
+    a = script("C S", "S S.", "C .", "C F.", "S F.", "C .", t0=T0, client=("127.0.0.1", 41001))
+    b = script("C S", "S S.", "C .", "C R.", t0=T0 + 0.01, client=("127.0.0.1", 41002))
+    c = script("C S", "S S.", "C .", t0=T0 + 0.02, client=("127.0.0.1", 41003), server=("127.0.0.1", 6000))
+    conns = list(track(renumber(a + b + c)))
+    events = [
+        ev(T0 - 0.002, "listener", "listening", port=5000),
+        ev(T0 - 0.001, "upstream-listener", "listening", port=6000),
+        ev(T0 + 2 * DT, "client", "connect", localPort=41001, remotePort=5000),
+        ev(T0 + 2.1 * DT, "listener", "connection", remotePort=41001),
+        ev(T0 + 0.01 + 2 * DT, "client2", "connect", localPort=41002, remotePort=5000),
+        ev(T0 + 0.01 + 3.5 * DT, "server", "error", code="ECONNRESET"),
+        ev(T0 + 0.02 + 0.5 * DT, "server", "connectionAttempt", ip="127.0.0.1", port=6000, family=4),
+        EventLine("upstream-listener", "connection", (("remotePort", 41003), ("side", "upstream")), T0 + 0.02 + 2.1 * DT),
+        ev(T0 + 0.02 + 3 * DT, "upstream", "data", len=3),
     ]
+    return conns, events
+
+
+def test_lanes_put_each_actor_at_its_connections_ends():
+    conns, events = three_actors()
+    ln = lanes(conns, events)
+    assert ln.ends == {1: ("client", "server"), 2: ("client2", "server"), 3: ("server", "upstream")}
+    assert ln.left == ("client", "client2")  # they open connections; server accepts some, so it stays right
+    assert ln.right == ("listener", "upstream-listener", "server", "upstream")
+    out = ladder(merge(conns, events), conns).splitlines()
+    assert re.match(r"^\s+time\s+client\s+client2\s+wire\s+listener\s+upstream-listener\s+server\s+upstream$", out[0])
+    row = next(line for line in out if "data len=3" in line)
+    assert row.index("data len=3") == out[0].rindex("upstream")
+
+
+def test_mermaid_one_lane_per_actor():
+    conns, events = three_actors()
+    out = mermaid(merge(conns, events), conns).splitlines()
+    ids = {line.split(" as ", 1)[1]: line.split()[1] for line in out if line.startswith("    participant ")}
+    assert list(ids) == ["client 127.0.0.1:41001", "client2 127.0.0.1:41002", "listener", "upstream-listener",
+                         "server", "upstream 127.0.0.1:6000"]
+    client, client2, server, upstream = ids["client 127.0.0.1:41001"], ids["client2 127.0.0.1:41002"], ids["server"], ids["upstream 127.0.0.1:6000"]
+    assert f"    {client}->>{server}: @1 S 0:0(0)" in out
+    assert f"    {client2}->>{server}: @2 R. 1:1(0) ack 1" in out
+    assert f"    {server}->>{upstream}: @3 S 0:0(0)" in out and f"    {upstream}->>{server}: @3 S. 0:0(0) ack 1" in out
+    assert f"    Note over {upstream}: data len=3" in out and f"    Note over {client2}: connect localPort=41002 remotePort=5000" in out
 
 
 # Bug (reported): verifier.events accepts, and the transcript prints, event arguments that the

@@ -62,8 +62,11 @@ def test_numeric_looking_strings_stay_strings():
 def test_parse_line_tells_segments_from_events():
     assert isinstance(parse_line("+0.1 server end"), EventLine)
     assert isinstance(parse_line("+0.1 S > C  F. 1:1(0) ack 2"), SegmentLine)
-    with pytest.raises(NotationError):
-        parse_line("hello world")
+    assert parse_line("client2 close hadError=false") == EventLine("client2", "close", (("hadError", False),))
+    assert parse_line("upstream-1 error code=ECONNRESET").side == "upstream-1"
+    for bad in ("Hello world", "hello", "end now", "one of: x", "C connect"):
+        with pytest.raises(NotationError):
+            parse_line(bad)
 
 
 def test_options_like_tcpdump():

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from .wire.transcript import EventLine
+from .wire.transcript import EventLine, is_side_name
 
 MAX_EVENTS = 10_000
-SIDES = ("client", "server", "listener")
 _KEY = re.compile(r"[A-Za-z_][\w.-]*")  # what the notation reads back as key=value
 
 
@@ -26,7 +25,7 @@ def parse_events(text: str) -> tuple[list[EventLine], list[str]]:
             item = json.loads(raw)
             t, side, name = float(item["t"]), str(item["side"]), str(item["name"])
             args = item.get("args") or {}
-            if side not in SIDES or not isinstance(args, dict) or not name or " " in name or not all(_KEY.fullmatch(k) for k in args):
+            if not is_side_name(side) or not isinstance(args, dict) or not name or " " in name or not all(_KEY.fullmatch(k) for k in args):
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             problems.append(f"event log line {n} is not a probe event: {raw[:80]!r}")

@@ -5,17 +5,21 @@
 //
 // One JSON object per line, appended synchronously to the file named by the environment
 // variable VERIFIER_EVENTS (stdout when unset):
-//   {"t": <epoch seconds, float>, "side": "client"|"server"|"listener", "name": "...", "args": {...}}
+//   {"t": <epoch seconds, float>, "side": "<actor>", "name": "...", "args": {...}}
 // `t` is (performance.timeOrigin + performance.now()) / 1000, the clock capture timestamps use.
+// A side is an actor's name: client, server, listener or any other the scenario chooses
+// (client2, agent, upstream): [a-z][A-Za-z0-9_-]*, not a word of the expectation language.
 // Socket events keep Node's names (`connect`, `end`, ...); the program's own method calls are
 // logged BEFORE they run, named with parens (`end()`, `destroy()`, `resetAndDestroy()`, ...).
 // Argument values are JSON scalars or lists of scalars; keys are camelCase as Node names them.
 //
-// API:
+// API (docs/scenarios.md has each with an example):
 //   watch(socket, side, {data = true, errors = []})  attach listeners right after creating a socket
 //   connect(side, options, {pause, data, errors}) -> socket   new Socket, watch, then connect
-//   watchServer(server)                               log a net.Server's listening/connection/close/error
-//   accept(server, setup, watchOptions) -> Promise     the first accepted socket, watched as "server"
+//   watchServer(server, side = "listener")            log a net.Server's listening/connection/close/error
+//   accept(server, setup, {side = "server", ...watchOptions}) -> Promise
+//                                                      the first accepted socket; every accepted
+//                                                      socket is watched as `side`
 //   endOnEnd(side)                                     a setup: end() on 'end' (the seed's half-close answer)
 //   listen(server, port, host) -> Promise              server.listen(), resolves on 'listening'
 //   call(side, name, fn, args)                         log `name` then run fn()
@@ -23,9 +27,11 @@
 //                                                      logs `unsupported` if the runtime lacks it
 //   log(side, name, args)                              any other event
 //   supports(what) -> bool                             feature check (autoSelectFamily, ...)
+//   familyOptions(side, extra) -> options              {autoSelectFamily: true, ...extra}, `unsupported` logged
 //   once(emitter, name) -> Promise                     resolves with the event's first argument
 //   fail(message)                                      unexpected behaviour: stderr + exit code 1
-//   done()                                             close listeners, let the process exit
+//   done({grace})                                      close listeners, let the process exit
+//   env, events                                        ports and host from the harness; what was logged
 import * as fs from "node:fs";
 import * as net from "node:net";
 import process from "node:process";
@@ -49,7 +55,20 @@ function scalar(v) {
   return String(v);
 }
 
+const SIDE_NAME = /^[a-z][A-Za-z0-9_-]*$/;
+const RESERVED = new Set(["never", "one", "or", "end", "repeat", "meanwhile", "linux", "darwin", "windows", "any"]);
+
+// An actor's name must read back unambiguously in the notation: thrown at once, where it is given.
+function checkSide(side) {
+  if (typeof side !== "string" || !SIDE_NAME.test(side) || RESERVED.has(side))
+    throw new TypeError(
+      `probe: ${JSON.stringify(side)} cannot name an actor: use [a-z][A-Za-z0-9_-]* ` +
+        `(client2, agent, upstream), not one of ${[...RESERVED].join(" ")}`);
+  return side;
+}
+
 export function log(side, name, args = {}) {
+  checkSide(side);
   const clean = {};
   for (const [k, v] of Object.entries(args)) clean[k] = scalar(v);
   const ev = { t: now(), side, name, args: clean };
@@ -128,6 +147,7 @@ const servers = new Set();
 //   data:   false leaves the socket without a 'data' listener (so nothing reads it)
 //   errors: codes an 'error' may have by design; any other error is a failure
 export function watch(socket, side, { data = true, errors = [] } = {}) {
+  checkSide(side);
   sockets.add(socket);
   socket.on("lookup", (err, address, family, host) =>
     log(side, "lookup", { err: err ? err.code ?? err.name : null, address, family, host }));
@@ -170,6 +190,7 @@ export function watch(socket, side, { data = true, errors = [] } = {}) {
 //   pause: true pauses the socket before connecting and attaches no 'data' listener (whose
 //          resume() would schedule a read), so it never reads from its kernel receive queue
 export function connect(side, options, { pause = false, ...watchOptions } = {}) {
+  checkSide(side);
   const socket = new net.Socket(options);
   watch(socket, side, pause ? { ...watchOptions, data: false } : watchOptions);
   if (pause) socket.pause();
@@ -178,6 +199,7 @@ export function connect(side, options, { pause = false, ...watchOptions } = {}) 
 }
 
 export function watchServer(server, side = "listener") {
+  checkSide(side);
   servers.add(server);
   server.on("listening", () => {
     const a = server.address();
@@ -189,6 +211,8 @@ export function watchServer(server, side = "listener") {
       localPort: socket.localPort,
       remoteAddress: socket.remoteAddress,
       remotePort: socket.remotePort,
+      // the actor accept() watches this socket as (timelines draw the connection to its lane)
+      ...(acceptedAs.has(server) ? { side: acceptedAs.get(server) } : {}),
     }));
   server.on("close", () => {
     servers.delete(server);
@@ -201,12 +225,17 @@ export function watchServer(server, side = "listener") {
   return server;
 }
 
-// The first socket `server` accepts (a Promise). Every accepted socket is watched as "server"
-// (with `watchOptions`) and handed to `setup` before anything can emit on it.
-export function accept(server, setup = () => {}, watchOptions = {}) {
+const acceptedAs = new Map(); // server -> the actor its accepted sockets are watched as
+
+// The first socket `server` accepts (a Promise). Every accepted socket is watched as `side`
+// (default "server"; with the other `watchOptions`) and handed to `setup` before anything can
+// emit on it.
+export function accept(server, setup = () => {}, { side = "server", ...watchOptions } = {}) {
+  checkSide(side);
+  acceptedAs.set(server, side);
   return new Promise((resolve) =>
     server.on("connection", (socket) => {
-      watch(socket, "server", watchOptions);
+      watch(socket, side, watchOptions);
       setup(socket);
       resolve(socket);
     }));
@@ -246,6 +275,7 @@ export function invoke(socket, side, method, ...margs) {
 }
 
 export const env = {
+  probe: process.env.VERIFIER_PROBE, // this module's path, for `await import(...)` from anywhere
   port: Number(process.env.VERIFIER_PORT || 5000),
   host: process.env.VERIFIER_HOST || "localhost",
   portClosed: Number(process.env.VERIFIER_PORT_CLOSED || 5001),

@@ -78,7 +78,7 @@ class SegmentLine:
 class EventLine:
     """A socket event or program call in the notation: `client error code=ECONNRESET`."""
 
-    side: str  # client, server, listener
+    side: str  # an actor's name: client, server, listener, or any other (is_side_name)
     name: str  # connect, end, error, end(), destroy() ...
     args: tuple = ()  # ((key, value), ...)
     t: float | None = None
@@ -149,7 +149,13 @@ SEGMENT_RE = re.compile(
     + r"(?:\s+<(?P<options>[^>]*)>)?"
     + r"\s*$"
 )
-EVENT_RE = re.compile(r"^" + _TIME + r"(?P<side>client|server|listener)\s+(?P<name>\S+)(?P<args>(?:\s+.*)?)$")
+# Actors (the sides of events) are named by the scenario: client, server, listener, client2,
+# upstream... A name starts with a lowercase letter (segment lines start with C, S, @ or +, and
+# flags are capitals, so a line is never both) and is none of the expectation language's words.
+SIDE_NAME = r"[a-z][A-Za-z0-9_-]*"
+RESERVED_SIDE_NAMES = frozenset({"never", "one", "or", "end", "repeat", "meanwhile", "linux", "darwin", "windows", "any"})
+_SIDE_RE = re.compile(SIDE_NAME)
+EVENT_RE = re.compile(r"^" + _TIME + r"(?P<side>" + SIDE_NAME + r")\s+(?P<name>\S+)(?P<args>(?:\s+.*)?)$")
 ARG_RE = re.compile(r'\s*([A-Za-z_][\w.-]*)=')
 _BARE_VALUE = re.compile(r"\S+")
 _JSON = json.JSONDecoder()
@@ -197,10 +203,17 @@ def parse_segment(text: str) -> SegmentLine:
     )
 
 
+def is_side_name(name: str) -> bool:
+    """Whether `name` can name an actor: `[a-z][A-Za-z0-9_-]*`, not a word of the language."""
+    return bool(_SIDE_RE.fullmatch(name)) and name not in RESERVED_SIDE_NAMES
+
+
 def parse_event(text: str) -> EventLine:
     m = EVENT_RE.match(text.strip())
     if not m:
-        raise NotationError(f"not an event line: {text.strip()!r} (expected e.g. 'server end')")
+        raise NotationError(f"not an event line: {text.strip()!r} (expected e.g. 'server end' or 'client2 close')")
+    if m["side"] in RESERVED_SIDE_NAMES:
+        raise NotationError(f"{m['side']!r} is a word of the expectation language, not an actor's name", m.start("side") + 1)
     args = []
     rest = m["args"] or ""
     pos = 0
@@ -230,6 +243,6 @@ def parse_event(text: str) -> EventLine:
 def parse_line(text: str) -> SegmentLine | EventLine:
     stripped = text.strip()
     body = re.sub(r"^\+\S+\s+", "", stripped)
-    if body.startswith(("client", "server", "listener")):
+    if body[:1].islower():  # an actor's name; segments start with C, S or @
         return parse_event(stripped)
     return parse_segment(stripped)
