@@ -59,9 +59,12 @@ class Runtime:
         """For fixture folders: node-20, node-22, node-24, bun-1, deno-2."""
         return f"{self.kind}-{self.major}"
 
-    def command(self, program: Path) -> list[str]:
+    def command(self, program: Path, own_config: bool = False) -> list[str]:
+        """The argv that runs `program`. `own_config`: the program runs in the user's project,
+        whose deno.json / package.json Deno then reads (never a stray one above a temp folder)."""
         if self.kind == "deno":
-            return [self.path, *DENO_FLAGS, str(program)]
+            flags = [f for f in DENO_FLAGS if f != "--no-config"] if own_config else DENO_FLAGS
+            return [self.path, *flags, str(program)]
         if self.kind == "bun":
             return [self.path, *BUN_FLAGS, str(program)]
         return [self.path, str(program)]
