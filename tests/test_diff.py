@@ -176,23 +176,6 @@ def test_segments_differ_counts_steps_that_appear_on_both_sides_too():
     assert "segments differ (1 only in A, 0 only in B; see the rows)" in named(d)
 
 
-def test_a_runs_fixture_note_shows_the_rows_that_differ(tmp_path):
-    from verifier.commands import _compare_with_fixture
-    from verifier.diff import as_connection
-    from verifier.lab.run import ScenarioResult
-    from verifier.lab.runtime import Runtime
-    from verifier.scenario import builtin
-
-    scenario = next(s for s in builtin() if s.name == "client-end")
-    extra = [L("C", FIN | ACK, 1, 1), L("S", ACK, 1, 2), L("S", ACK, 1, 2), L("S", FIN | ACK, 1, 2), L("C", ACK, 2, 2)]
-    (tmp_path / "client-end.txt").write_text("\n".join(l.text(with_time=False) for l in HS + extra) + "\n")
-    result = ScenarioResult(scenario, Runtime("node", "node", "20.0.0"), "scapy", "held",
-                            connections=[as_connection(1, HS + CLOSE4)])
-    note = _compare_with_fixture(tmp_path, result)
-    assert "connection 1: segments differ (1 only in A, 0 only in B; see the rows)" in note
-    assert note.splitlines()[-1].split() == ["S", ">", "C", ".", "(acks", "FIN)", "<"]
-
-
 def test_a_side_with_no_connection_at_all_is_named_in_words():
     events_only = parse_transcript("client resetAndDestroy()\nclient close hadError=false\n", "deno")
     wire = parse_transcript("\n".join(l.text(with_time=False) for l in HS + [L("C", RST | ACK, 1, 1)])
