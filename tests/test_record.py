@@ -308,3 +308,37 @@ def test_atomic_write_failure_leaves_the_old_file_and_no_temp_file(tmp_path, mon
         atomic_write(target, b"new" * 1000)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["x.txt"]
+
+
+# --- runs with no packet, and runs that cannot be fixtures -----------------------------------
+
+
+def test_write_fixture_of_a_run_with_no_packet_at_all(tmp_path):
+    # Deno's resetAndDestroy() before connect: events, nothing on the wire; that is behaviour too
+    events = [EventLine("client", "resetAndDestroy()", (), 1.0), EventLine("client", "close", (("hadError", False),), 1.1)]
+    result = fake_result(capture_bytes([]), events, name="reset-while-connecting")
+    assert result.connections == [] and record.not_recorded_reason(result) is None
+    pcap_path, txt_path = write_fixture(tmp_path, result, PLAT)
+    info = CaptureInfo()
+    assert list(read_frames(io.BytesIO(pcap_path.read_bytes()), info)) == []
+    assert info.format == "pcapng" and len(info.sections) == 1 and len(info.interfaces) == 1
+    assert txt_path.read_text() == ("# reset-while-connecting: a demo of the fixtures\n"
+                                    "client resetAndDestroy()\nclient close hadError=false\n")
+    from verifier.diff import parse_transcript
+
+    back = parse_transcript(txt_path.read_text(), str(txt_path))
+    assert back.connections == [] and [e.name for e in back.events] == ["resetAndDestroy()", "close"]
+
+
+def test_write_fixture_of_a_run_with_neither_packet_nor_event(tmp_path):
+    _, txt_path = write_fixture(tmp_path, fake_result(capture_bytes([]), [], name="quiet"), PLAT)
+    assert txt_path.read_text() == "# quiet: a demo of the fixtures\n"
+
+
+def test_not_recorded_reason_only_for_a_run_without_a_capture():
+    failed = SimpleNamespace(pcap=capture_bytes(), problems=["the program exited with status 1"])
+    assert record.not_recorded_reason(failed) is None  # a failed or error run that was captured is recorded
+    lost = SimpleNamespace(pcap=b"", problems=["namespace setup failed: ip: exit 1"])
+    assert record.not_recorded_reason(lost) == "no capture: namespace setup failed: ip: exit 1"
+    silent = SimpleNamespace(pcap=b"", problems=[])
+    assert record.not_recorded_reason(silent) == "no capture: the run stopped before it was captured"

@@ -114,6 +114,15 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def not_recorded_reason(result) -> str | None:
+    """Why a run cannot be a fixture (None: it can). Any run that produced a capture can: held,
+    failed, an error after the capture, or no TCP connection at all (a behaviour too)."""
+    if result.pcap:
+        return None
+    why = result.problems[0] if getattr(result, "problems", None) else "the run stopped before it was captured"
+    return f"no capture: {why}"
+
+
 def write_fixture(folder: Path, result, plat: dict) -> tuple[Path, Path]:
     pcap_path = folder / f"{result.scenario.name}.pcapng"
     txt_path = folder / f"{result.scenario.name}.txt"
