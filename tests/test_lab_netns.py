@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -59,9 +60,91 @@ def test_check_privileges_without_capabilities_says_how(monkeypatch):
     monkeypatch.setattr(netns, "effective_capabilities", lambda: 0)
     with pytest.raises(EnvironmentProblem) as caught:
         check_privileges()
-    assert "sudo make verify" in str(caught.value)
-    assert "CAP_NET_ADMIN" in str(caught.value) and "CAP_NET_RAW" in str(caught.value)
+    message = str(caught.value)
+    for cap in ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"):
+        assert message.count(cap) == 1, message
+    assert "root" in message and "`sudo " in message and "\n" not in message
     assert caught.value.exit_code == EXIT_ENVIRONMENT
+
+
+def test_check_privileges_lists_only_what_is_missing(monkeypatch):
+    monkeypatch.setattr(netns, "effective_capabilities", lambda: 1 << netns.CAP_NET_ADMIN | 1 << netns.CAP_NET_RAW)
+    with pytest.raises(EnvironmentProblem) as caught:
+        check_privileges()
+    assert "lacks: CAP_SYS_ADMIN)" in str(caught.value)
+    assert "CAP_NET_ADMIN" not in str(caught.value) and "CAP_NET_RAW" not in str(caught.value)
+
+
+def on_path(*files: str):
+    """A shutil.which stand-in: finds exactly `files` (absolute paths) by their names."""
+    def which(name, path=None):
+        assert path == netns.SUDO_SECURE_PATH  # where sudo looks, not the caller's PATH
+        return next((f for f in files if os.path.basename(f) == name), None)
+    return which
+
+
+@pytest.mark.parametrize("argv,executable,module,cwd,found,expected", [
+    # a console script sudo finds by name: repeated as typed
+    (["/usr/local/bin/verifier", "run", "destroy"], "/usr/bin/python3", None, "/home/a",
+     ["/usr/local/bin/verifier"], "sudo verifier run destroy"),
+    # python -m with the system python
+    (["/home/a/v/verifier/__main__.py", "run", "x"], "/usr/bin/python3", "verifier", "/home/a",
+     ["/usr/bin/python3"], "sudo python3 -m verifier run x"),
+    # a venv: sudo's PATH does not hold it, so its path (relative to where the user is)
+    (["/home/a/v/.venv/bin/verifier", "run"], "/home/a/v/.venv/bin/python", None, "/home/a/v",
+     ["/usr/bin/python3"], "sudo .venv/bin/verifier run"),
+    (["/home/a/v/verifier/__main__.py", "run"], "/home/a/v/.venv/bin/python", "verifier", "/tmp",
+     ["/usr/bin/python3"], "sudo /home/a/v/.venv/bin/python -m verifier run"),
+    (["/home/a/v/.venv/bin/verifier", "run"], "/home/a/v/.venv/bin/python", None, "/",
+     [], "sudo /home/a/v/.venv/bin/verifier run"),
+    (["/home/a/v/.venv/bin/verifier", "run"], "/home/a/v/.venv/bin/python", None, "/home/a/v/.venv/bin",
+     [], "sudo ./verifier run"),
+    # a name on sudo's PATH that is another file: the path, never the name
+    (["/opt/x/bin/verifier", "run"], "/usr/bin/python3", None, "/tmp",
+     ["/usr/local/bin/verifier"], "sudo /opt/x/bin/verifier run"),
+    # arguments quoted for the shell
+    (["/usr/local/bin/verifier", "run", "my scenario.mjs", "--json", "-"], "/usr/bin/python3", None, "/",
+     ["/usr/local/bin/verifier"], "sudo verifier run 'my scenario.mjs' --json -"),
+    # pytest run with -m: the plugin's check repeats that
+    (["/usr/lib/python3/dist-packages/pytest/__main__.py", "-k", "close"], "/usr/bin/python3", "pytest", "/w",
+     ["/usr/bin/python3"], "sudo python3 -m pytest -k close"),
+    # python -c: nothing to repeat, so the command that runs the scenarios
+    (["-c"], "/usr/bin/python3", None, "/", ["/usr/bin/python3"], "sudo python3 -m verifier run"),
+])
+def test_sudo_command_repeats_what_the_user_typed(argv, executable, module, cwd, found, expected):
+    assert netns.sudo_command(argv, executable, module, cwd, which=on_path(*found)) == expected
+
+
+REPO = Path(__file__).resolve().parents[1]
+DROP_ALL = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def run_unprivileged(argv: list[str], cwd: str) -> subprocess.CompletedProcess[str]:
+    from verifier.lab.runtime import unreachable
+
+    why = unreachable(str(REPO / "verifier"), 65534, {65534})
+    if why is not None:  # `make test` refuses such a checkout before any test runs
+        pytest.skip(f"uid 65534 cannot read this checkout: {why}")
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(DROP_ALL + argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+
+
+def test_unprivileged_cli_names_what_is_missing_once_and_the_command_typed_under_sudo():
+    out = run_unprivileged([sys.executable, "-m", "verifier", "run", "destroy", "--runtime", "node"], cwd="/")
+    assert out.returncode == EXIT_ENVIRONMENT, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert out.stderr.rstrip().endswith(f": run `sudo {sys.executable} -m verifier run destroy --runtime node`")
+    for cap in ("CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"):
+        assert out.stderr.count(cap) == 1, out.stderr
+
+
+def test_unprivileged_console_script_is_repeated_by_its_path():
+    script = Path(sys.executable).parent / "verifier"
+    if not script.is_file():
+        pytest.skip("no console script beside the interpreter (not an installed venv)")
+    out = run_unprivileged([str(script), "run", "destroy"], cwd=str(script.parent))
+    assert out.returncode == EXIT_ENVIRONMENT, out.stderr
+    assert out.stderr.rstrip().endswith(": run `sudo ./verifier run destroy`")
 
 
 def test_check_privileges_names_the_package_of_a_missing_tool(monkeypatch):

@@ -11,11 +11,13 @@ import itertools
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,10 +39,10 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-PRIVILEGE_MESSAGE = (
-    "verifier run needs root (or CAP_NET_ADMIN and CAP_NET_RAW) to create network namespaces "
-    "and capture: run `sudo make verify`"
-)
+PRIVILEGE_MESSAGE = "running scenarios needs root to create network namespaces and capture in them{lacking}"
+NEEDED_CAPABILITIES = {"CAP_NET_ADMIN": CAP_NET_ADMIN, "CAP_NET_RAW": CAP_NET_RAW, "CAP_SYS_ADMIN": CAP_SYS_ADMIN}
+# Where `sudo` looks for a bare command name: Debian's and Ubuntu's default secure_path
+SUDO_SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/snap/bin"
 TOOL_PACKAGES = {"ip": "iproute2", "nft": "nftables", "setpriv": "util-linux"}
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
@@ -94,13 +96,55 @@ def effective_capabilities() -> int:
     return 0
 
 
+def _as_sudo_finds_it(path: str, cwd: str, which=shutil.which) -> str:
+    """`path` as short as `sudo` still runs it: the bare name if sudo's PATH finds this very file, else relative or absolute."""
+    full = os.path.normpath(os.path.join(cwd, path))
+    name = os.path.basename(full)
+    found = which(name, path=SUDO_SECURE_PATH)
+    if found is not None and os.path.normpath(found) == full:  # not realpath: a venv's python is a symlink
+        return name
+    if cwd != "/" and full.startswith(cwd.rstrip("/") + "/"):
+        relative = os.path.relpath(full, cwd)
+        return relative if "/" in relative else f"./{relative}"  # with a slash sudo takes a path, not a name
+    return full
+
+
+def sudo_command(argv: Sequence[str], executable: str, main_module: str | None, cwd: str, which=shutil.which) -> str:
+    """The command the user typed, prefixed with sudo, shell-quoted: `sudo verifier run destroy`.
+
+    `main_module`: the package run with `python -m` (sys.argv[0] is then its __main__.py), else None.
+    """
+    if main_module:
+        words = [_as_sudo_finds_it(executable, cwd, which), "-m", main_module]
+    elif argv and argv[0] not in ("", "-c", "-"):
+        words = [_as_sudo_finds_it(argv[0], cwd, which)]
+    else:  # python -c / stdin: nothing to repeat
+        words = [_as_sudo_finds_it(executable, cwd, which), "-m", "verifier", "run"]
+    return shlex.join(["sudo", *words, *argv[1:]])
+
+
+def _typed_command() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main_module = spec.name.removesuffix(".__main__") if spec is not None and spec.name else None
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working folder was removed
+        cwd = "/"
+    return sudo_command(sys.argv, sys.executable, main_module, cwd)
+
+
+def privilege_message(missing: Sequence[str] = ()) -> str:
+    """One line: what is missing (each capability once) and the user's own command under sudo."""
+    lacking = f" (or the capabilities this process lacks: {', '.join(missing)})" if missing else ""
+    return f"{PRIVILEGE_MESSAGE.format(lacking=lacking)}: run `{_typed_command()}`"
+
+
 def check_privileges() -> None:
     """Raise EnvironmentProblem unless namespaces can be created and captured in, with the tools present."""
     caps = effective_capabilities()
-    needed = {"CAP_NET_ADMIN": CAP_NET_ADMIN, "CAP_NET_RAW": CAP_NET_RAW, "CAP_SYS_ADMIN": CAP_SYS_ADMIN}
-    missing = [name for name, bit in needed.items() if not caps >> bit & 1]
+    missing = [name for name, bit in NEEDED_CAPABILITIES.items() if not caps >> bit & 1]
     if missing:
-        raise EnvironmentProblem(f"{PRIVILEGE_MESSAGE} (missing {', '.join(missing)})")
+        raise EnvironmentProblem(privilege_message(missing))
     for name, package in TOOL_PACKAGES.items():
         tool_path(name, package)
 
@@ -244,7 +288,7 @@ class Namespace:
         if done.returncode != 0:
             reason = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
             if os.geteuid() != 0:
-                raise EnvironmentProblem(PRIVILEGE_MESSAGE)
+                raise EnvironmentProblem(privilege_message())
             raise EnvironmentProblem(f"cannot create network namespace {self.name}: {reason[0]}")
         self.created = True
 
