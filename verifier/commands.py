@@ -34,6 +34,11 @@ def register_lab_verbs(sub) -> None:
     run.add_argument("--ladder", action="store_true", help="print each scenario's merged packet/event ladder")
     run.add_argument("--mermaid", action="store_true", help="print each scenario's mermaid sequenceDiagram")
     run.add_argument("--keep", type=Path, metavar="DIR", help="keep each run's pcap here (default: a fresh temp folder)")
+    run.add_argument("--no-fixture-check", action="store_true",
+                     help="do not compare runs with the checked-in fixtures (exploratory runs: drift then exits 0)")
+    run.add_argument("--summary", metavar="FILE", help="append Markdown for a CI job summary ($GITHUB_STEP_SUMMARY) to FILE")
+    run.add_argument("--accept", action="store_true",
+                     help="write NAME.expect beside each program (given by path) from what this run observed")
     run.set_defaults(handler=cmd_run)
 
     diff = sub.add_parser("diff", help="compare two captures, transcripts or fixture folders, point by point")
@@ -91,10 +96,51 @@ def last_run_dir() -> Path:
     return here
 
 
+def _check_writable_file(path: Path, option: str) -> None:
+    """A file to write or append to: its folder must exist and be writable, and the file too if it exists."""
+    _check_writable_dir(path.resolve().parent, option, create=False)
+    if path.exists() and (path.is_dir() or not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not a writable file")
+
+
+def _check_accept(args, rts) -> None:
+    """--accept writes one expectation per program from one run, beside a program given by path."""
+    if len(rts) > 1:
+        raise UsageError("--accept takes one --runtime: an expectation is written from one run")
+    named = [item for item in args.scenarios if not Path(item).exists()] or ([] if args.scenarios else ["(all built-in)"])
+    if named:
+        raise UsageError(f"--accept writes NAME.expect beside a program given by path; {named[0]} is built in "
+                         "(its expectation belongs to verifier): give your own .mjs file or folder")
+
+
+def _refuse_missing_expectations(chosen) -> None:
+    for s in chosen:
+        if s.expectation is None:
+            raise UsageError(f"{s.program} has no expectation: write {s.program.with_suffix('.expect').name} "
+                             f"(or a /* expect ... */ block), or record one from a run with: verifier run {s.program} --accept")
+
+
+def _fixture_check(folder: Path, result):
+    """The run against its fixture transcript, if there is one (the file is read here; drift compares)."""
+    from .drift import FixtureCheck, check_fixture
+
+    path = folder / f"{result.scenario.name}.txt"
+    if result.status == "error" and not result.pcap:
+        return None  # nothing was captured: there is no behaviour to compare
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        return FixtureCheck(str(path), (f"the fixture cannot be read: {getattr(e, 'strerror', None) or e}",))
+    return check_fixture(text, str(path), result)
+
+
 def cmd_run(args, out) -> int:
     from . import scenario as scenarios
+    from .drift import status_of
     from .expectation import parse as parse_expectation
-    from .record import fixture_dir, write_fixture
+    from .record import fixture_dir
     from .report import ResultsTable, result_record
     from .lab import runtime as runtimes
     from .lab.netns import check_privileges, remove_leftovers
@@ -106,10 +152,14 @@ def cmd_run(args, out) -> int:
     # Where results go must be writable before minutes are spent producing them
     if args.json and args.json != "-":
         _check_writable_dir(Path(args.json).resolve().parent, "--json", create=False)
+    if args.summary:
+        _check_writable_file(Path(args.summary), "--summary")
     if args.record:
         _check_writable_dir(args.captures, "--captures")
     if args.keep:
         _check_writable_dir(args.keep, "--keep")
+    if args.accept and args.record:
+        raise UsageError("--accept and --record: one at a time (accept writes expectations, record writes fixtures)")
     if args.backend == "scapy":
         # scapy (it writes the backend's pcap) takes ~0.15 s to import: do it while the
         # expectations are parsed and the first namespaces are made, not inside a scenario
@@ -120,9 +170,18 @@ def cmd_run(args, out) -> int:
         threading.Thread(target=import_scapy, name="import-scapy", daemon=True).start()
     chosen = scenarios.resolve(args.scenarios)
     family = os_family()
+    for s in chosen:
+        for warning in getattr(s, "warnings", ()):
+            print(f"warning: {warning}", file=sys.stderr)
+    if args.accept:
+        _check_accept(args, args.runtime or ["node"])
+    else:
+        _refuse_missing_expectations(chosen)
     expectations = {}
     for s in chosen:  # a bad expectation stops everything before anything runs (exit 2)
-        if s.expectation is not None:
+        if args.accept:  # nothing to hold against: what the run observes becomes the expectation
+            expectations[s.name, str(s.program)] = parse_expectation("", family, s.expectation_source or str(s.program))
+        elif s.expectation is not None:
             text = "\n" * s.expectation_offset + s.expectation
             expectations[s.name, str(s.program)] = parse_expectation(text, family, s.expectation_source)
     if family == "linux":
@@ -140,81 +199,97 @@ def cmd_run(args, out) -> int:
     json_to_stdout = args.json == "-"
     table = ResultsTable(sys.stderr if json_to_stdout else out, total=len(jobs), matrix=len(rts) > 1)
     table.start(plat, rts, args.backend, args.jobs)
+    compare_fixtures = not (args.record or args.accept or args.no_fixture_check)
+    checks: dict[int, object] = {}
+
+    def on_result(r) -> None:  # compared as each run finishes, so its run line can say DRIFTED
+        if compare_fixtures:
+            checks[id(r)] = _fixture_check(fixture_dir(args.captures, plat["label"], r.runtime.label), r)
+        table.add(r, checks.get(id(r)))
+
     started = time.monotonic()
-    results = run_many(jobs, args.backend, args.jobs, keep, on_result=table.add)
+    results = run_many(jobs, args.backend, args.jobs, keep, on_result=on_result)
     elapsed = time.monotonic() - started
-    fixture_notes = []
-    for r in results:
-        folder = fixture_dir(args.captures, plat["label"], r.runtime.label)
-        if args.record and r.status != "error":
-            write_fixture(folder, r, plat)
-        else:
-            note = _compare_with_fixture(folder, r)
-            if note:
-                fixture_notes.append(note)
+    fixtures = [checks.get(id(r)) for r in results]
+    fixture_notes = _fixture_notes(results, fixtures)
     if len(rts) > 1:
+        from .drift import runtime_differences
+
         fixture_notes += runtime_differences(results)
-    table.finish(results, elapsed, fixture_notes, show_ladder=args.ladder, show_mermaid=args.mermaid)
+    table.finish(results, elapsed, fixture_notes, show_ladder=args.ladder, show_mermaid=args.mermaid, fixtures=fixtures)
     if args.record:
-        table.stream.write(f"fixtures written under {args.captures}/{plat['label']}/\n")
+        _record(results, plat, rts, args.captures, table.stream)
+    accepted_all = _accept(results, family, table.stream) if args.accept else True
+    if args.summary:
+        from .summary import summary_markdown
+
+        with open(args.summary, "a") as f:  # appended: GitHub's step summary gathers every step's
+            f.write(summary_markdown(plat, rts, results, fixtures, elapsed))
     if args.json:
         doc = {"platform": {**plat, "backend": args.backend,
                             "runtimes": [{"name": r.name, "version": r.version, "path": r.path} for r in rts]},
-               "results": [result_record(r) for r in results]}
+               "results": [result_record(r, c) for r, c in zip(results, fixtures)]}
         text = json.dumps(doc, indent=1) + "\n"
         if json_to_stdout:
             out.write(text)
         else:
             Path(args.json).write_text(text)
-    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+    if args.accept:
+        return EXIT_OK if accepted_all else EXIT_FAILED
+    return EXIT_OK if all(status_of(r, c) == "held" for r, c in zip(results, fixtures)) else EXIT_FAILED
 
 
-def run_behaviour(result):
-    """A run's connections and events as a diff.Behaviour (ephemeral ports as in fixtures)."""
-    from .diff import from_connections
-    from .record import stable_events
+def _fixture_notes(results, fixtures) -> list[str]:
+    from .drift import fixture_note
 
-    b = from_connections(f"{result.scenario.name} ({result.runtime.name})", result.connections)
-    b.events, b.has_events = stable_events(result.events, set(result.scenario.ports)), True
-    return b
+    return [fixture_note(r, c) for r, c in zip(results, fixtures) if c is not None and c.drifted]
 
 
-def _named(d) -> list[str]:
-    return d.named + [f"connection {c.index}: {n}" for c in d.connections for n in c.named]
+def _record(results, plat: dict, rts, captures: Path, stream) -> None:
+    """Write every run that produced a capture as a fixture; say exactly what was written."""
+    from .errors import VerifierError
+    from .record import fixture_dir, not_recorded_reason, write_fixture
+    from .report import recorded_lines
 
-
-def _compare_with_fixture(folder: Path, result) -> str | None:
-    from .diff import compare, parse_transcript
-
-    fixture = folder / f"{result.scenario.name}.txt"
-    if not fixture.exists() or result.status == "error":
-        return None
-    d = compare(parse_transcript(fixture.read_text(), str(fixture)), run_behaviour(result))
-    if d.equal:
-        return None
-    lines = [f"  - {n}" for n in _named(d)]
-    for c in d.connections:  # and the rows that differ (diff's side by side, cut to them)
-        lines += [f"      {ta:<40} {marker} {tb}".rstrip() for marker, ta, tb in c.rows if marker != " "]
-    text = "\n".join(lines)
-    return f"{result.scenario.name} ({result.runtime.label}) vs {fixture} (A = fixture, B = this run):\n{text}"
-
-
-def runtime_differences(results) -> list[str]:
-    """For a matrix run: per scenario, how each runtime differs from the first one."""
-    from .diff import compare
-
-    notes = []
-    by_scenario: dict[str, list] = {}
+    written, not_recorded = 0, []
     for r in results:
-        by_scenario.setdefault(r.scenario.name, []).append(r)
-    for name, rs in by_scenario.items():
-        base = rs[0]
-        for other in rs[1:]:
-            d = compare(run_behaviour(base), run_behaviour(other))
-            if not d.equal:
-                lines = "\n".join(f"  - {n}" for n in _named(d))
-                notes.append(f"{name}: {base.runtime.name} (A) vs {other.runtime.name} (B):\n{lines}")
-    return notes
+        why = not_recorded_reason(r)
+        if why is None:
+            try:
+                write_fixture(fixture_dir(captures, plat["label"], r.runtime.label), r, plat)
+                written += 1
+                continue
+            except VerifierError as e:  # a capture the wire core cannot read back
+                why = f"its capture cannot be read: {e}"
+        not_recorded.append((r, why))
+    labels = list(dict.fromkeys(rt.label for rt in rts))
+    for line in recorded_lines(written, not_recorded, f"{captures}/{plat['label']}/", labels):
+        stream.write(line + "\n")
+
+
+def _accept(results, family: str, stream) -> bool:
+    """Write each run's expectation beside its program (not for a run that ended in ERROR)."""
+    from .accept import write_expectation
+    from .report import accepted_line
+
+    every = True
+    for r in results:
+        if r.status == "error":
+            every = False
+            why = r.problems[0] if r.problems else "the run ended in an error"
+            stream.write(f"not accepted: {r.scenario.program}: {why}\n")
+            continue
+        path = write_expectation(r, family)
+        stream.write(accepted_line(r, _shown(path)) + "\n")
+    return every
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when it is under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 # --- diff ---------------------------------------------------------------------------------------
