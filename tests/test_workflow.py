@@ -27,6 +27,13 @@ def test_actionlint_really_checks(tmp_path):
 
 def test_workflow_covers_three_oses_records_and_diffs():
     text = WORKFLOW.read_text()
-    for needle in ("ubuntu-latest", "macos-latest", "windows-latest", "make verify", "make record",
+    for needle in ("ubuntu-latest", "macos-latest", "windows-latest", "make setup", "make record",
                    "--record", "upload-artifact", "download-artifact", "verifier diff", "loopback_support=yes"):
         assert needle in text
+
+
+def test_every_verifier_run_writes_the_job_summary():
+    runs = [line for line in WORKFLOW.read_text().splitlines() if "verifier run" in line and not line.lstrip().startswith("#")]
+    assert len(runs) == 3  # Linux, macOS, Windows
+    for line in runs:
+        assert '--summary "$GITHUB_STEP_SUMMARY"' in line or '--summary "$env:GITHUB_STEP_SUMMARY"' in line, line
