@@ -101,14 +101,14 @@ def run_with_both_backends(s: Scenario, rt) -> tuple[dict[str, CaptureResult], o
     with tempfile.TemporaryDirectory(prefix="verifier-test-run-") as directory:
         work = Path(directory)
         os.chown(work, *user)
-        program, events_file = stage_program(s, work, user)
+        staged = stage_program(s, work, user)  # built-ins: copied into `work` with the probe
         with place_for(s, "linux") as ns:
             captures = {name: capture_backend(name) for name in ("scapy", "tcpdump")}
             try:
                 for cap in captures.values():
                     cap.start(ns)
-                env = program_env(s, rt, work, events_file)
-                proc = run_program(ns.command(rt.command(program), user=user), env=env, cwd=str(work), timeout=s.timeout)
+                env = program_env(s, rt, work, staged)
+                proc = run_program(ns.command(rt.command(staged.program), user=user), env=env, cwd=str(staged.cwd), timeout=s.timeout)
                 results = {name: cap.stop() for name, cap in captures.items()}
             finally:
                 for cap in captures.values():

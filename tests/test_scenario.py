@@ -193,3 +193,37 @@ def test_builtin_expectation_parses_for_each_os_family(name, family):
     (s,) = [x for x in BUILTIN if x.name == name]
     exp = parse_expectation("\n" * s.expectation_offset + s.expectation, family, s.expectation_source)
     assert exp.steps, (name, family)
+
+
+def test_source_header_names_the_report():
+    s = parse_program("x", Path("x.mjs"), "// x: y\n// seed: none\n// source: nodejs/node#13391\n", None, "")
+    assert s.source == "nodejs/node#13391" and s.seed == "none" and s.warnings == ()
+
+
+def test_a_header_naming_another_name_is_warned_about():
+    s = parse_program("close", Path("t/close.mjs"), "// closing: the server closes first\nlet x;\n", None, "")
+    (warning,) = s.warnings
+    assert warning.startswith("t/close.mjs:1: the header names 'closing' but the file is close.mjs")
+    assert s.name == "close" and s.description == "the server closes first"
+    assert parse_program("close", Path("close.mjs"), "// seed: a row\n", None, "").warnings == ()
+
+
+def test_resolve_a_missing_path_says_no_such_file(tmp_path):
+    for item in (str(tmp_path / "missing.mjs"), "./x", "missing.mjs", "tests/nothere"):
+        with pytest.raises(UsageError, match=r"no such file or folder$"):
+            resolve([item])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('import * as net from "node:net";\nimport { done } from "./probe.mjs";\n', True),
+    ("import net from 'net';\nimport {\n  watch,\n  done,\n} from './probe.mjs';\nimport 'node:process';\n", True),
+    ('import { makeServer } from "../src/server.mjs";\n', False),
+    ('import greet from "greet";\n', False),
+    ('export { x } from "./other.mjs";\n', False),
+    ('import "./setup.mjs";\n', False),
+    ('const m = await import("./probe.mjs");\n', True),
+    ("const m = await import(process.env.VERIFIER_PROBE);\n", False),
+    ('// import x from "./commented-out.mjs" is still an import to this scan: conservative\n', False),
+])
+def test_self_contained_programs_import_only_the_probe_and_builtins(text, expected):
+    assert sc.self_contained(text) is expected

@@ -17,8 +17,20 @@ NOT_SCENARIOS = {"probe.mjs"}
 # and transcripts stay the same from run to run.
 DEFAULT_ENV = {"VERIFIER_HOST": "localhost", "VERIFIER_PORT": "5000", "VERIFIER_PORT_CLOSED": "5001"}
 
+KNOWN_KEYS = ("seed", "source", "nft", "sysctl", "timeout", "syn-rto")
 _HEADER = re.compile(r"^//\s*(?P<key>[A-Za-z][\w-]*)\s*:\s*(?P<value>.*?)\s*$")
 _EXPECT_BLOCK = re.compile(r"/\*\s*expect\s*\n(?P<body>.*?)\*/", re.S)
+# Module specifiers a program imports: static `import ... from "x"`, `import "x"`, `export ... from
+# "x"`, and `import("x")` with a literal; `import(` with anything else cannot be known.
+_SPECIFIER = re.compile(
+    r"""(?:\bimport\s*(?:[\w$*{}\s,]+?\s*from\s*)?|\bexport\s*[\w$*{}\s,]*?\s*from\s*|\bimport\s*\(\s*)(["'])(?P<spec>[^"'\n]+)\1""")
+_DYNAMIC_IMPORT = re.compile(r"\bimport\s*\(\s*(?![\"'\s])")
+# Node's built-in modules a scenario may import without the node: prefix
+NODE_BUILTINS = frozenset({
+    "assert", "async_hooks", "buffer", "child_process", "crypto", "dgram", "dns", "events", "fs", "fs/promises",
+    "http", "http2", "https", "net", "os", "path", "perf_hooks", "process", "readline", "stream", "timers",
+    "timers/promises", "tls", "url", "util", "worker_threads", "zlib",
+})
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s)")
 SYN_RTO_MIN_S = 0.001  # a jiffy is at least 1 ms where HZ <= 1000; the lab checks the kernel's own HZ
 SYN_RTO_MAX_S = 120.0  # TCP_RTO_MAX: the kernel caps any RTO there
@@ -30,6 +42,7 @@ class Scenario:
     program: Path
     description: str
     seed: str = ""
+    source: str = ""  # the real report it reproduces (owner/repo#N)
     nft: tuple[str, ...] = ()  # nftables rulesets to load in the namespace ($VARS substituted)
     sysctls: tuple[tuple[str, str], ...] = ()
     timeout: float = 20.0
@@ -38,6 +51,8 @@ class Scenario:
     expectation_source: str = ""  # where it came from (file name), for messages
     expectation_offset: int = 0  # line offset of an embedded block inside the program
     env: dict = field(default_factory=lambda: dict(DEFAULT_ENV))
+    self_contained: bool = True  # imports nothing but ./probe.mjs and Node's built-ins (runs from a copy too)
+    warnings: tuple[str, ...] = ()  # said before the run (a header name that is not the file's, ...)
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -53,10 +68,11 @@ class Scenario:
 def parse_program(name: str, program: Path, text: str, expectation: str | None, expectation_source: str) -> Scenario:
     """A scenario from its program's text: leading `// key: value` comment lines are its header.
 
-    The first header line is `// NAME: description`; then `seed:`, `nft:` (repeatable),
+    The first header line is `// NAME: description`; then `seed:`, `source:` (the report it
+    reproduces, owner/repo#N), `nft:` (repeatable),
     `sysctl: key=value` (repeatable), `timeout: seconds`, `syn-rto: 200ms` (or `0.2s`). The
     expectation is a NAME.expect file beside the program or a `/* expect ... */` block in the program."""
-    description, seed, nft, sysctls, timeout, syn_rto = "", "", [], [], 20.0, None
+    description, seed, source, nft, sysctls, timeout, syn_rto = "", "", "", [], [], 20.0, None
     for n, line in enumerate(text.splitlines()):
         if not line.startswith("//"):
             if line.strip():
@@ -66,10 +82,12 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
         if not m:
             continue
         key, value = m["key"], m["value"]
-        if n == 0 and key == name:
-            description = value
+        if n == 0 and (key == name or key not in KNOWN_KEYS):
+            description = value  # a first line naming another name is warned about below
         elif key == "seed":
             seed = value
+        elif key == "source":
+            source = value
         elif key == "nft":
             nft.append(value)
         elif key == "sysctl":
@@ -87,6 +105,11 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
                 syn_rto = parse_syn_rto(value)
             except ValueError as e:
                 raise UsageError(f"{program}:{n + 1}: 'syn-rto:' {e}") from None
+    warnings = []
+    first = _HEADER.match(text.splitlines()[0]) if text.strip() else None
+    if first and first["key"] != name and first["key"] not in KNOWN_KEYS:
+        warnings.append(f"{program}:1: the header names '{first['key']}' but the file is {name}{PROGRAM_SUFFIX}: "
+                        f"the scenario is called {name} (write '// {name}: description')")
     offset = 0
     if expectation is None:
         block = _EXPECT_BLOCK.search(text)
@@ -95,10 +118,23 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
             expectation_source = str(program)
             offset = text[: block.start("body")].count("\n")
     return Scenario(
-        name=name, program=program, description=description or "(no description)", seed=seed,
+        name=name, program=program, description=description or "(no description)", seed=seed, source=source,
         nft=tuple(nft), sysctls=tuple(sysctls), timeout=timeout, syn_rto=syn_rto, expectation=expectation,
         expectation_source=expectation_source, expectation_offset=offset,
+        self_contained=self_contained(text), warnings=tuple(warnings),
     )
+
+
+def self_contained(text: str) -> bool:
+    """Whether a program imports nothing but ./probe.mjs and Node's built-ins (so a copy of it
+    alone runs as well as the original)."""
+    if _DYNAMIC_IMPORT.search(text):
+        return False
+    for m in _SPECIFIER.finditer(text):
+        spec = m["spec"]
+        if spec != "./" + PROBE.name and not spec.startswith("node:") and spec not in NODE_BUILTINS:
+            return False
+    return True
 
 
 def parse_syn_rto(value: str) -> float:
@@ -146,6 +182,8 @@ def resolve(names: list[str]) -> list[Scenario]:
             if not item.endswith(PROGRAM_SUFFIX):
                 raise UsageError(f"{item}: a scenario is a {PROGRAM_SUFFIX} program")
             out.append(load(path))
+        elif "/" in item or item.endswith(PROGRAM_SUFFIX) or item.startswith("."):
+            raise UsageError(f"{item}: no such file or folder")
         else:
             raise UsageError(f"unknown scenario {item!r}; known: {', '.join(sorted(known))}")
     return out

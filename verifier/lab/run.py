@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -13,21 +15,22 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EnvironmentProblem, VerifierError
+from ..errors import EnvironmentProblem, UsageError, VerifierError
 from ..events import parse_events
-from ..expectation import Expectation
+from ..expectation import Expectation, iter_steps
 from ..match import Mismatch, match
-from ..scenario import PROBE, Scenario
+from ..scenario import BUILTIN_DIR, PROBE, Scenario
 from ..timeline import segment_lines
 from ..wire.connections import Connection
 from ..wire.show import CaptureReading
-from ..wire.transcript import EventLine
+from ..wire.transcript import EventLine, SegmentLine
 from .capture import TcpdumpCapture, capture_backend
 from .process import Cancelled, run_program
 from .host import LOOPBACK_INTERFACE, Host, os_family
 from .runtime import Runtime
 
 EVENT_LOG_CAP = 4 << 20  # bytes of probe log read back at most
+NO_CONNECTION = "the program made no TCP connection: nothing of it was on the wire"
 
 
 @dataclass
@@ -35,7 +38,8 @@ class ScenarioResult:
     scenario: Scenario
     runtime: Runtime
     backend: str
-    status: str  # "held", "failed" (the wire or events differ), "error" (the program or the lab failed)
+    status: str  # "held", "failed" (the wire or events differ), "error" (the program or the lab failed),
+    #              "unchecked" (ran cleanly, no expectation: `--accept` writes one from it)
     mismatches: list[Mismatch] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # said about a run that held too (e.g. a header ignored here)
@@ -54,29 +58,159 @@ class ScenarioResult:
         return self.status == "held"
 
 
+WORK_PREFIX = "verifier-run-"
+
+
+@functools.cache
+def remove_leftover_work_dirs() -> list[str]:
+    """Remove the work folders (`verifier-run-<pid>-...` in the temp folder) of runs whose process
+    is gone (a SIGKILLed run cannot clean up after itself); once per process. Their paths."""
+    from .netns import left_by_dead_process
+
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tempfile.gettempdir()):
+            if entry.is_dir(follow_symlinks=False) and left_by_dead_process(entry.name, WORK_PREFIX):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.path)
+    return removed
+
+
 def _private_dir(user: tuple[int, int]) -> Path:
-    """A temp dir the unprivileged program can use: its program, the probe, its event log."""
-    path = Path(tempfile.mkdtemp(prefix="verifier-run-"))
+    """A temp dir the unprivileged program can use: its home, its event log (and a built-in
+    program with the probe). Named with our pid, so a later run can tell it is a leftover."""
+    remove_leftover_work_dirs()
+    path = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     os.chown(path, *user)
     return path
 
 
-def stage_program(scenario: Scenario, work: Path, user: tuple[int, int]) -> tuple[Path, Path]:
-    """Copy the program and the probe into `work`, with an empty event log, all owned by `user`."""
-    program = work / scenario.program.name
-    shutil.copyfile(scenario.program, program)
-    shutil.copyfile(PROBE, work / PROBE.name)
+@dataclass(frozen=True)
+class Staged:
+    """Where and how a scenario program runs.
+
+    `program` and `cwd` are paths as the program sees them; `overlay` is the user's scenario
+    folder that the probe is laid over (in the program's own mount namespace), or None."""
+
+    program: Path
+    cwd: Path
+    probe: Path
+    events_file: Path
+    overlay: Path | None = None
+
+
+def is_builtin(scenario: Scenario) -> bool:
+    return scenario.program.resolve().parent == BUILTIN_DIR.resolve()
+
+
+def runs_in_place(scenario: Scenario, user: tuple[int, int]) -> bool:
+    """Where the program runs: in place (the user's program, readable there by `user`), or from
+    a copy in the work folder (built-ins; a self-contained program `user` cannot read in place).
+    EnvironmentProblem, in one line, for a program that needs its folder but cannot be read there."""
+    if is_builtin(scenario):
+        return False
+    program = scenario.program.resolve()
+    why = unreadable(program, user)
+    if why is None:
+        return True
+    if scenario.self_contained:
+        return False  # it imports nothing but the probe and Node's built-ins: a copy runs as well
+    raise EnvironmentProblem(
+        f"{scenario.program}: scenario programs run as uid {user[0]}, which cannot read it where it is: {why}; "
+        "make the folder readable (chmod o+rx) or run through sudo as its owner"
+    )
+
+
+def check_readable(scenarios: list[Scenario], user: tuple[int, int]) -> None:
+    """Before anything runs: every program can run, in place or from a copy (runs_in_place)."""
+    for s in scenarios:
+        runs_in_place(s, user)
+
+
+def stage_program(scenario: Scenario, work: Path, user: tuple[int, int], family: str = "linux") -> Staged:
+    """Prepare the program's run, with an empty event log owned by `user` in `work`.
+
+    Built-in programs, and programs that import nothing but ./probe.mjs and Node's built-ins,
+    where `user` cannot read them, are copied into `work` with the probe. Otherwise the program
+    runs in place, so `../src/server.mjs` and the user's node_modules resolve as in their
+    project: on Linux the probe is laid over the program's folder in the program's own mount
+    namespace (the user's files are not touched); elsewhere it must already be beside it."""
     events_file = work / "events.jsonl"
     events_file.touch()
-    for p in (program, work / PROBE.name, events_file):
-        os.chown(p, *user)
-    return program, events_file
+    os.chown(events_file, *user)
+    if not runs_in_place(scenario, user):
+        program = work / scenario.program.name
+        shutil.copyfile(scenario.program, program)
+        shutil.copyfile(PROBE, work / PROBE.name)
+        for p in (program, work / PROBE.name):
+            os.chown(p, *user)
+        return Staged(program, work, work / PROBE.name, events_file)
+    program = scenario.program.resolve()
+    folder = program.parent
+    if family != "linux":
+        if not (folder / PROBE.name).is_file():
+            raise UsageError(f"{scenario.program}: off Linux the probe cannot be laid over your folder: "
+                             f"copy {PROBE} beside the program")
+        return Staged(program, folder, folder / PROBE.name, events_file)
+    if any(c in str(folder) for c in OVERLAY_UNSAFE):
+        raise UsageError(f"{folder}: a folder whose path holds ',', ':', '\\' or a newline cannot be overlaid "
+                         "with the probe: move the scenario")
+    return Staged(program, folder, folder / PROBE.name, events_file, overlay=folder)
 
 
-def program_env(scenario: Scenario, runtime: Runtime, work: Path, events_file: Path) -> dict[str, str]:
+OVERLAY_UNSAFE = (",", ":", "\\", "\n")
+
+# Inside the program's mount namespace (`ip netns exec` makes one, its mounts private to it): a
+# tmpfs for overlayfs' upper and work folders, the probe in the upper folder, which takes the
+# lower folder's owner and mode (it stands for the folder itself), the overlay on the scenario's
+# folder, then the program, from that folder. Arguments: the tmpfs mount point, the folder, the probe.
+OVERLAY_SCRIPT = """set -e
+mount -t tmpfs -o mode=0755 verifier "$1"
+mkdir "$1/upper" "$1/work"
+cp "$3" "$1/upper/probe.mjs"
+chmod 0644 "$1/upper/probe.mjs"
+chown --reference="$2" "$1/upper"
+chmod --reference="$2" "$1/upper"
+mount -t overlay verifier -o "lowerdir=$2,upperdir=$1/upper,workdir=$1/work" "$2"
+cd "$2"
+shift 3
+exec "$@"
+"""
+
+
+def overlay_command(ns, argv: list[str], user: tuple[int, int], staged: Staged, work: Path) -> list[str]:
+    """`argv` in the namespace as `user`, with the probe laid over the scenario's folder first
+    (root does the mounts, then drops to `user` as Namespace.command does)."""
+    enter = ns.command([])  # ip netns exec NAME
+    as_user = ns.command(argv, user=user)[len(enter):]  # setpriv ... -- argv
+    point = work / "overlay"
+    point.mkdir()
+    return enter + ["sh", "-c", OVERLAY_SCRIPT, "verifier-overlay", str(point), str(staged.overlay), str(PROBE), *as_user]
+
+
+def unreadable(program: Path, user: tuple[int, int]) -> str | None:
+    """Why `user` cannot run the program in place (a folder on the way it cannot enter, the
+    program it cannot read), else None."""
+    from .runtime import _allows, unreachable
+
+    uid, gid = user
+    why = unreachable(str(program.parent), uid, {gid})
+    if why is None:
+        st = os.stat(program)
+        if not _allows(st, uid, {gid}, 4):
+            why = f"{program} (mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}) is not readable by uid {uid}"
+    return why
+
+
+def program_env(scenario: Scenario, runtime: Runtime, work: Path, staged: Staged) -> dict[str, str]:
     """Exactly the environment a scenario program gets."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "VERIFIER_EVENTS": str(events_file),
-            **scenario.env, **runtime.env}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "VERIFIER_EVENTS": str(staged.events_file),
+           "VERIFIER_PROBE": str(staged.probe), **scenario.env, **runtime.env}
+    if "DENO_DIR" in env:  # deno's cache: in the work folder, wherever the program runs from
+        env["DENO_DIR"] = str(work / ".deno")
+    if staged.overlay is not None:
+        env.pop("DENO_NO_PACKAGE_JSON", None)  # the user's package.json and node_modules are theirs to use
+    return env
 
 
 def stderr_tail(text: str, lines: int = 5) -> list[str]:
@@ -131,23 +265,28 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
     started = time.monotonic()
     result = ScenarioResult(scenario, runtime, backend, "error")
     user = unprivileged_user()
+    check_readable([scenario], user)
     work = _private_dir(user)
     try:
-        program, events_file = stage_program(scenario, work, user)
+        staged = stage_program(scenario, work, user, family)
         if scenario.syn_rto is not None and family != "linux":
             result.notes.append(SYN_RTO_IGNORED)
         with place_for(scenario, family) as ns, syn_rto_for(scenario, family) as cgroup:
             cap = capture_for(backend, family, scenario)
             cap.start(ns)
             try:
-                env = program_env(scenario, runtime, work, events_file)
+                env = program_env(scenario, runtime, work, staged)
                 if stop is not None and stop.is_set():
                     raise Cancelled("the run was interrupted")
-                argv = ns.command(runtime.command(program), user=user)
+                command = runtime.command(staged.program, own_config=staged.overlay is not None)
+                if staged.overlay is not None:
+                    argv = overlay_command(ns, command, user, staged, work)
+                else:
+                    argv = ns.command(command, user=user)
                 if cgroup is not None:
                     argv = cgroup.command(argv)  # joins the cgroup first, then the namespace, then drops root
                 proc = run_program(
-                    argv, env=env, cwd=str(work), timeout=scenario.timeout, cancel=stop, halt=cap.overflow,
+                    argv, env=env, cwd=str(staged.cwd), timeout=scenario.timeout, cancel=stop, halt=cap.overflow,
                 )
             except BaseException:
                 cap.close()  # interrupted: release the sniffer, keep nothing
@@ -158,7 +297,7 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
         result.pcap = captured.pcap
         result.packets = captured.packets
         result.dropped = captured.dropped
-        with open(events_file, "rb") as f:
+        with open(staged.events_file, "rb") as f:
             log = f.read(EVENT_LOG_CAP).decode("utf-8", "replace")
         result.events, event_problems = parse_events(log)
         result.problems += event_problems
@@ -170,12 +309,14 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
             result.problems.append(f"the program did not finish within {scenario.timeout:g} s and was killed")
         elif proc.returncode != 0:
             result.problems.append(f"the program exited with status {proc.returncode}")
-        elif expectation is not None and expectation.checks_segments and not result.connections:
-            result.problems.append("the program made no TCP connection: nothing of it was on the wire")
         if result.problems:
             tail = stderr_tail(proc.stderr)
             if tail:
                 result.problems.append("its stderr ends: " + " | ".join(tail))
+        elif expectation is not None and expectation.checks_segments and not result.connections:
+            # a behaviour (Deno's resetAndDestroy() before connect sends nothing), said as that
+            first = next(st for st in iter_steps(expectation.steps) if isinstance(st.line, SegmentLine))
+            result.mismatches = [Mismatch(first.lineno, NO_CONNECTION, first.text, "(no packet at all)")]
         elif expectation is not None:  # a program that failed is reported as that, not as a wire mismatch
             result.mismatches = match(expectation, segment_lines(result.connections), result.events)
         if keep_dir is not None:
@@ -186,8 +327,7 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
         if result.problems:
             result.status = "error"
         elif expectation is None:
-            result.status = "error"
-            result.problems.append("no expectation: add NAME.expect beside the program or a /* expect ... */ block")
+            result.status = "unchecked"  # ran cleanly with nothing to check against (`--accept` writes one)
         else:
             result.status = "failed" if result.mismatches else "held"
     except EnvironmentProblem:
@@ -195,7 +335,7 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
     except VerifierError as e:
         result.problems.append(str(e))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # the overlay's mounts went with the program's mount namespace
         result.wall = time.monotonic() - started
     return result
 
@@ -203,6 +343,9 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
 def run_many(jobs: list[tuple[Scenario, Expectation | None, Runtime]], backend: str, parallel: int, keep_dir: Path,
              on_result=None) -> list[ScenarioResult]:
     """Run (scenario, expectation, runtime) jobs, `parallel` at a time; results in job order."""
+    from .netns import unprivileged_user
+
+    check_readable(list({str(s.program): s for s, _, _ in jobs}.values()), unprivileged_user())  # before any runs
     stop = threading.Event()
     results: list[ScenarioResult | None] = [None] * len(jobs)
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="scenario") as pool:
