@@ -88,13 +88,18 @@ def user_project(root: Path) -> Path:
     (root / "src" / "server.mjs").write_text(SERVER)
     (root / "test" / "close.mjs").write_text(SCENARIO)
     (root / "test" / "close.expect").write_text(EXPECT)
-    for folder in [root, *root.parents]:
+    open_to_others(root)
+    return root / "test" / "close.mjs"
+
+
+def open_to_others(root: Path) -> None:
+    """What a user's checkout usually is: searchable on the way (pytest's own folders are 0700), readable inside."""
+    for folder in root.parents:
         if folder == Path("/"):
             break
-        os.chmod(folder, os.stat(folder).st_mode | 0o005)
-    for path in root.rglob("*"):
+        os.chmod(folder, os.stat(folder).st_mode | 0o001)
+    for path in [root, *root.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    return root / "test" / "close.mjs"
 
 
 def snapshot(root: Path) -> dict:

@@ -44,6 +44,47 @@ def test_verifier_run_fixture_in_a_users_test_file(pytester):
     outcome.assert_outcomes(passed=2)
 
 
+@pytest.mark.privileged
+def test_verifier_run_a_scenario_that_imports_the_users_server(pytester):
+    """The README's plugin example: tests/scenarios/idle-close.mjs imports the user's src/server.mjs."""
+    from test_lab_user_code import open_to_others
+
+    root = pytester.path
+    (root / "src").mkdir()
+    (root / "src" / "server.mjs").write_text(
+        'import * as net from "node:net";\n'
+        "// the user's server: closes an idle connection at once (a FIN, never a RST)\n"
+        "export function makeServer() { return net.createServer((socket) => socket.end()); }\n")
+    (root / "tests" / "scenarios").mkdir(parents=True)
+    (root / "tests" / "scenarios" / "idle-close.mjs").write_text(
+        "// idle-close: my server closes an idle connection with a FIN\n"
+        'import { makeServer } from "../../src/server.mjs";\n'
+        'import { accept, connect, done, env, listen, once, watchServer } from "./probe.mjs";\n'
+        "const server = watchServer(makeServer());\n"
+        "accept(server);\n"
+        "await listen(server, env.port, env.host);\n"
+        'const client = connect("client", { host: env.host, port: env.port });\n'
+        'await once(client, "close");\n'
+        "done();\n")
+    (root / "tests" / "scenarios" / "idle-close.expect").write_text(EXPECT)
+    open_to_others(root)
+    pytester.makepyfile(test_server="""
+        def test_my_server_closes_idle_connections_with_fin(verifier_run):
+            result = verifier_run("tests/scenarios/idle-close.mjs")  # idle-close.expect beside it
+            assert result.passed, result.report                      # the report names line and field
+            assert result.connections[0]["zeek_state"] == "SF"
+
+        def test_a_scenario_without_expectation_is_refused(verifier_run, tmp_path):
+            import pytest
+            from verifier.errors import UsageError
+            (tmp_path / "bare.mjs").write_text("// bare: no expectation\\n")
+            with pytest.raises(UsageError, match="has no expectation.*--accept"):
+                verifier_run(tmp_path / "bare.mjs")
+    """)
+    outcome = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    outcome.assert_outcomes(passed=2)
+
+
 def test_verifier_show_fixture(pytester):
     from pathlib import Path
 

@@ -49,7 +49,7 @@ def _report(result) -> str:
 def verifier_run(tmp_path):
     """Run a scenario program (path or built-in name) in its own namespace; returns a RunOutcome."""
     from .lab.host import os_family
-    from .errors import VerifierError
+    from .errors import UsageError, VerifierError
     from .expectation import parse
     from .lab.netns import check_privileges, remove_leftovers
     from .lab.run import run_scenario
@@ -67,7 +67,9 @@ def verifier_run(tmp_path):
 
     def run(scenario: str | os.PathLike, runtime: str = "node", backend: str = "scapy") -> RunOutcome:
         (s,) = resolve([str(scenario)])
-        exp = parse(s.expectation, os_family(), s.expectation_source) if s.expectation is not None else None
+        if s.expectation is None:
+            raise UsageError(s.missing_expectation())
+        exp = parse(s.expectation, os_family(), s.expectation_source)
         result = run_scenario(s, exp, resolve_runtime(runtime), backend, Path(tmp_path))
         record = result_record(result)
         return RunOutcome(result.passed, result.status, _report(result), record["connections"], record["events"],

@@ -59,6 +59,11 @@ class Scenario:
         """The fixed ports the harness gives the program (VERIFIER_PORT, VERIFIER_PORT_CLOSED...)."""
         return tuple(sorted({int(v) for k, v in self.env.items() if k.startswith("VERIFIER_PORT")}))
 
+    def missing_expectation(self) -> str:
+        """What to say of a scenario without an expectation (it is refused before it runs)."""
+        return (f"{self.program} has no expectation: write {self.name}.expect beside it (or a /* expect ... */ "
+                f"block), or record one from a run with: verifier run {self.program} --accept")
+
     def substitute(self, text: str) -> str:
         for key in sorted(self.env, key=len, reverse=True):  # $VERIFIER_PORT_CLOSED before $VERIFIER_PORT
             text = text.replace("$" + key, self.env[key])
