@@ -170,7 +170,7 @@ def test_a_program_without_expectation_is_refused_before_it_runs(tmp_path):
 
 @pytest.mark.parametrize("argv, words", [
     (["destroy", "--accept"], "destroy is built in"),
-    (["--accept"], "(all built-in) is built in"),
+    (["--accept"], "name your own .mjs files or folders"),
     (["mine", "--accept", "--runtime", "node", "--runtime", "node22"], "--accept takes one --runtime"),
     (["mine", "--accept", "--record"], "--accept and --record: one at a time"),
 ])
@@ -221,3 +221,22 @@ def test_accept_then_the_next_run_holds(shared_tmp):
     again = verifier("run", str(program), "--keep", str(tmp_path / "k"), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 run: 1 held" in again.stdout
+
+
+@pytest.mark.privileged
+def test_a_program_the_program_user_cannot_read_is_refused_before_the_table(tmp_path):
+    # pytest's tmp_path is root's (mode 0700); a program that imports its neighbours cannot be copied
+    folder = user_folder(tmp_path, talk=(TALK_PROGRAM.replace('"./probe.mjs";', '"./probe.mjs";\nimport "./other.mjs";'), "client end()\n"))
+    (folder / "other.mjs").write_text("export const x = 1;\n")
+    done = verifier("run", str(folder / "talk.mjs"), cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1 and "cannot read it where it is" in done.stderr
+
+
+@pytest.mark.privileged
+def test_scenario_warnings_are_said_before_the_run(shared_tmp):
+    folder = user_folder(shared_tmp, talk=(TALK_PROGRAM.replace("// talk:", "// chat:", 1), "client end()\n"))
+    done = verifier("run", str(folder / "talk.mjs"), "--keep", str(shared_tmp / "k"), cwd=shared_tmp)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "chat" in warnings[0] and "talk.mjs" in warnings[0]

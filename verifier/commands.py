@@ -107,7 +107,10 @@ def _check_accept(args, rts) -> None:
     """--accept writes one expectation per program from one run, beside a program given by path."""
     if len(rts) > 1:
         raise UsageError("--accept takes one --runtime: an expectation is written from one run")
-    named = [item for item in args.scenarios if not Path(item).exists()] or ([] if args.scenarios else ["(all built-in)"])
+    if not args.scenarios:
+        raise UsageError("--accept writes NAME.expect beside a program given by path: name your own .mjs files or "
+                         "folders (the built-in scenarios' expectations belong to verifier)")
+    named = [item for item in args.scenarios if not Path(item).exists()]
     if named:
         raise UsageError(f"--accept writes NAME.expect beside a program given by path; {named[0]} is built in "
                          "(its expectation belongs to verifier): give your own .mjs file or folder")
@@ -143,8 +146,8 @@ def cmd_run(args, out) -> int:
     from .record import fixture_dir
     from .report import ResultsTable, result_record
     from .lab import runtime as runtimes
-    from .lab.netns import check_privileges, remove_leftovers
-    from .lab.run import run_many
+    from .lab.netns import check_privileges, remove_leftovers, unprivileged_user
+    from .lab.run import check_readable, run_many
     from .lab.synrto import jiffies_for
 
     if args.jobs < 1:
@@ -196,6 +199,7 @@ def cmd_run(args, out) -> int:
     plat = platform_info()
     keep = args.keep or last_run_dir()
     jobs = [(s, expectations.get((s.name, str(s.program))), rt) for s in chosen for rt in rts]
+    check_readable(chosen, unprivileged_user())  # a program the program user cannot read: one line, before the table
     json_to_stdout = args.json == "-"
     table = ResultsTable(sys.stderr if json_to_stdout else out, total=len(jobs), matrix=len(rts) > 1)
     table.start(plat, rts, args.backend, args.jobs)
