@@ -40,8 +40,9 @@ verify: setup
 record: setup
 	$(PY) -m verifier run --record
 
+# make show-corpus: `verifier show` on the foreign captures the repository holds (tests/data/foreign)
 show-corpus: setup
-	$(PY) -m verifier show ../shared/corpus/foreign/*.pcap*
+	$(PY) -m verifier show tests/data/foreign/*.pcap*
 
 # make runtimes: the pinned runtimes of runtimes/package.json + package-lock.json (Node.js 22
 # and 24, Bun, Deno) from the npm registry into runtimes/node_modules, never globally. Platform
