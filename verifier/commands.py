@@ -220,10 +220,11 @@ def cmd_run(args, out) -> int:
         from .drift import runtime_differences
 
         fixture_notes += runtime_differences(results)
+    if args.accept:  # before the details: accept checks each run against what it wrote (held, or failed naming the line)
+        _accept(results, family, table.stream)
     table.finish(results, elapsed, fixture_notes, show_ladder=args.ladder, show_mermaid=args.mermaid, fixtures=fixtures)
     if args.record:
         _record(results, plat, rts, args.captures, table.stream)
-    accepted_all = _accept(results, family, table.stream) if args.accept else True
     if args.summary:
         from .summary import summary_markdown
 
@@ -238,8 +239,6 @@ def cmd_run(args, out) -> int:
             out.write(text)
         else:
             Path(args.json).write_text(text)
-    if args.accept:
-        return EXIT_OK if accepted_all else EXIT_FAILED
     return EXIT_OK if all(status_of(r, c) == "held" for r, c in zip(results, fixtures)) else EXIT_FAILED
 
 
@@ -271,21 +270,18 @@ def _record(results, plat: dict, rts, captures: Path, stream) -> None:
         stream.write(line + "\n")
 
 
-def _accept(results, family: str, stream) -> bool:
+def _accept(results, family: str, stream) -> None:
     """Write each run's expectation beside its program (not for a run that ended in ERROR)."""
     from .accept import write_expectation
     from .report import accepted_line
 
-    every = True
     for r in results:
         if r.status == "error":
-            every = False
             why = r.problems[0] if r.problems else "the run ended in an error"
             stream.write(f"not accepted: {r.scenario.program}: {why}\n")
             continue
         path = write_expectation(r, family)
         stream.write(accepted_line(r, _shown(path)) + "\n")
-    return every
 
 
 def _shown(path: Path) -> str:

@@ -83,7 +83,7 @@ class ResultsTable:
             for m in r.mismatches:
                 w.write(m.text(r.scenario.expectation_source) + "\n")
             if check is not None and check.drifted:
-                w.write(f"fixture: {check.path} differs: {'; '.join(check.differences)}\n")
+                w.write(f"fixture: differs from {check.path} (how: below, where behaviour differs)\n")
             if r.pcap_path:
                 w.write(f"capture: {r.pcap_path}\n")
             entries = merge(r.connections, r.events)
