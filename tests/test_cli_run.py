@@ -116,14 +116,18 @@ def test_an_edited_fixture_fails_the_run_and_names_the_difference(tmp_path):
 @pytest.mark.privileged
 def test_record_writes_failed_runs_and_runs_without_a_packet(shared_tmp):
     tmp_path = shared_tmp
-    folder = user_folder(tmp_path, quiet=(QUIET_PROGRAM, QUIET_EXPECT), talk=(TALK_PROGRAM, WRONG_EXPECT))
+    crash = "// crash: logs an event, then exits with status 3\nimport { log } from './probe.mjs';\nlog('client', 'started');\nprocess.exit(3);\n"
+    folder = user_folder(tmp_path, quiet=(QUIET_PROGRAM, QUIET_EXPECT), talk=(TALK_PROGRAM, WRONG_EXPECT),
+                         crash=(crash, "client started\n"))
     caps = tmp_path / "caps"
     done = verifier("run", str(folder), "--record", "--captures", str(caps), "--keep", str(tmp_path / "k"), cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr  # talk failed its expectation, and is recorded all the same
+    assert done.returncode == 1, done.stdout + done.stderr  # talk failed, crash erred: both recorded all the same
+    assert re.search(r"^\[ ?\d/3\] ERROR +crash ", done.stdout, re.M) and re.search(r"^\[ ?\d/3\] FAILED +talk ", done.stdout, re.M)
     plat, node = platform_info(), runtimes.resolve("node")
-    assert f"fixtures: 2 written under {caps}/{plat['label']}/ ({node.label}), 0 not recorded" in done.stdout
+    assert f"fixtures: 3 written under {caps}/{plat['label']}/ ({node.label}), 0 not recorded" in done.stdout
     written = fixture_folder(caps)
-    assert sorted(os.listdir(written)) == ["quiet.pcapng", "quiet.txt", "talk.pcapng", "talk.txt"]
+    assert sorted(os.listdir(written)) == ["crash.pcapng", "crash.txt", "quiet.pcapng", "quiet.txt", "talk.pcapng", "talk.txt"]
+    assert (written / "crash.txt").read_text() == "# crash: logs an event, then exits with status 3\nclient started\n"
     info = CaptureInfo()
     assert list(read_frames(io.BytesIO((written / "quiet.pcapng").read_bytes()), info)) == []
     assert info.format == "pcapng" and len(info.interfaces) == 1
