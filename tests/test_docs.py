@@ -64,3 +64,40 @@ def test_exact_text_must_match():
 def test_console_blocks_split_into_commands():
     cmds = split_console("$ a\nout\n$ b\n")
     assert [(c.command, c.expected) for c in cmds] == [("a", ["out"]), ("b", [])]
+
+
+# Links between the pages: a moved file or a renamed heading must not leave a dead link.
+
+import re  # noqa: E402
+
+from docs_examples import ROOT, pages  # noqa: E402
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    # GitHub's anchors: lower case, punctuation but '-' and '_' dropped, spaces to '-'
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(m.group(1)) for m in re.finditer(r"^#+\s+(.*)$", text, re.M)}
+
+
+def test_links_between_pages_resolve():
+    dead = []
+    for page in pages():
+        prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", page.read_text(), flags=re.S))
+        for m in _LINK.finditer(prose):
+            target = m["target"]
+            if re.match(r"[a-z]+:", target):
+                continue  # https:, mailto:
+            path, _, anchor = target.partition("#")
+            where = (page.parent / path).resolve() if path else page
+            if not where.exists():
+                dead.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and where.suffix == ".md" and anchor not in _anchors(where):
+                dead.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not dead, "\n".join(dead)
