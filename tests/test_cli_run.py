@@ -168,8 +168,8 @@ def test_a_program_without_expectation_is_refused_before_it_runs(tmp_path):
     program = folder / "talk.mjs"
     done = verifier("run", str(program), cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == (f"verifier: {program} has no expectation: write talk.expect (or a /* expect ... */ block), "
-                           f"or record one from a run with: verifier run {program} --accept\n")
+    assert done.stderr == (f"verifier: {program} has no expectation: write talk.expect beside it (or a /* expect ... */ "
+                           f"block), or record one from a run with: verifier run {program} --accept\n")
 
 
 @pytest.mark.parametrize("argv, words", [

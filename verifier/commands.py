@@ -129,8 +129,7 @@ def _check_accept(args, rts) -> None:
 def _refuse_missing_expectations(chosen) -> None:
     for s in chosen:
         if s.expectation is None:
-            raise UsageError(f"{s.program} has no expectation: write {s.program.with_suffix('.expect').name} "
-                             f"(or a /* expect ... */ block), or record one from a run with: verifier run {s.program} --accept")
+            raise UsageError(s.missing_expectation())
 
 
 def _fixture_check(folder: Path, result):
