@@ -34,6 +34,8 @@ SLOW = """\
 // timeout: 60
 import { done } from "./probe.mjs";
 setTimeout(done, 30000);
+/* expect
+*/
 """
 
 

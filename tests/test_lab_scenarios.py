@@ -148,7 +148,7 @@ def test_cli_run_json(tmp_path):
     keep = tmp_path / "keep"
     done = verifier("run", "client-end", "--json", "-", "--keep", str(keep), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "verifier run: 1 scenario runs" in done.stderr and "1 held" in done.stderr  # the table goes to stderr
+    assert "verifier run: 1 scenario run " in done.stderr and "1 held" in done.stderr  # the table goes to stderr
     doc = json.loads(done.stdout)
     plat = doc["platform"]
     assert plat["os"] == "linux" and plat["kernel"] == os.uname().release and plat["backend"] == "scapy"
@@ -178,16 +178,18 @@ def test_cli_run_ladder_and_mermaid(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "--- destroy (node " in out and ": held" in out
-    assert re.search(r"^\s+time\s+client\s+wire\s+server$", out, re.M)
+    assert re.search(r"^\s+time\s+client\s+wire\s+listener\s+server$", out, re.M)  # one lane per actor
     assert re.search(r"^\s+connection @1: \[::1\]:\d+ > \[::1\]:5000$", out, re.M)
     assert "--> C > S  S 0:0(0)" in out and "<-- S > C  S. 0:0(0) ack 1" in out
     diagram = out.split("```mermaid\n", 1)[1].split("```", 1)[0]
     lines = diagram.splitlines()
     assert lines[0] == "sequenceDiagram"
-    assert lines[1].startswith("    participant C as client [::1]:") and lines[2] == "    participant S as server [::1]:5000"
+    assert re.fullmatch(r"    participant P0 as client \[::1\]:\d+", lines[1])
+    assert lines[2:4] == ["    participant P1 as listener", "    participant P2 as server [::1]:5000"]
     assert sum("->>" in line for line in lines) == out.count("--> ") + out.count("<-- ")
-    assert any(line.startswith("    Note over C: destroy()") for line in lines)
-    assert "1 runs: 1 held, 0 failed, 0 errors" in out
+    assert "    P0->>P2: S 0:0(0)" in lines and "    P2->>P0: S. 0:0(0) ack 1" in lines
+    assert any(line.startswith("    Note over P0: destroy()") for line in lines)
+    assert "1 run: 1 held, 0 failed, 0 errors" in out
 
 
 USER_PROGRAM = """\
@@ -268,7 +270,7 @@ def test_cli_record_writes_fixtures(tmp_path):
     assert doc["platform"]["label"] == plat["label"] and plat["label"].startswith("linux-")
     version = doc["platform"]["runtimes"][0]["version"]
     folder = captures / plat["label"] / f"node-{version.split('.')[0]}"
-    assert f"fixtures written under {captures}/{plat['label']}/" in done.stdout
+    assert f"fixtures: 1 written under {captures}/{plat['label']}/" in done.stdout
     assert sorted(os.listdir(folder)) == ["server-end.pcapng", "server-end.txt"]  # no temp file left
     assert sorted(os.listdir(captures)) == [plat["label"]]
     info = CaptureInfo()

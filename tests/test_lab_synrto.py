@@ -439,7 +439,7 @@ def test_cli_refuses_an_rto_below_a_jiffy_before_anything_runs(tmp_path, monkeyp
 
     monkeypatch.setattr(synrto, "kernel_hz", lambda: 100)  # a jiffy of 10 ms
     program = tmp_path / "quick.mjs"
-    program.write_text("// quick: d\n// syn-rto: 5ms\nimport { done } from './probe.mjs';\ndone();\n")
+    program.write_text("// quick: d\n// syn-rto: 5ms\nimport { done } from './probe.mjs';\ndone();\n/* expect\n*/\n")
     assert main(["run", str(program)]) == 2
     err = capsys.readouterr().err
     assert err == f"verifier: {program}: 'syn-rto:' 5 ms is less than one jiffy (HZ=100: 10 ms)\n"

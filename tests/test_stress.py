@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.commands import run_behaviour
+from verifier.drift import run_behaviour
 from verifier.diff import compare
 from verifier.expectation import parse
 from verifier.lab.run import run_many

@@ -19,16 +19,6 @@ from .lab.host import os_family
 DEFAULT_CAPTURES = Path("captures")
 
 
-def __getattr__(name: str):
-    # run_behaviour moved to verifier.drift; tests/test_stress.py still imports it from here (not
-    # this module's job: remove once that import says verifier.drift). Lazy: parsing stays cheap.
-    if name == "run_behaviour":
-        from .drift import run_behaviour
-
-        return run_behaviour
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def register_lab_verbs(sub) -> None:
     lst = sub.add_parser("list", help="the built-in scenarios, one per line: name, then what it shows")
     lst.set_defaults(handler=cmd_list)
