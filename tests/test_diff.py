@@ -211,3 +211,24 @@ def test_differences_lists_overall_then_per_connection_words():
     assert differences(d) == ["connection 1: ACK of the first FIN: separate (A) vs piggybacked on the peer's FIN (B)"]
     d2 = compare(a, parse_transcript("C > S  S 0:0(0)\n", "b"))
     assert differences(d2) == ["event only in A: client error code=ECONNREFUSED"]
+
+
+def test_analysis_label_counts_are_named_and_noise_left_out_unless_strict():
+    from verifier.diff import label_differences
+    from verifier.wire.transcript import parse_segment
+
+    a = [parse_segment(t) for t in ("C > S  . 0:0(0) ack 1 [keep-alive]", "S > C  . 1:1(0) ack 1 [keep-alive-ack]",
+                                    "C > S  . 0:0(0) ack 1 [keep-alive]", "S > C  . 1:1(0) ack 1 [window-update]")]
+    b = [parse_segment("C > S  . 1:1(0) ack 1")]
+    assert label_differences(a, b) == ["keep-alive probes: 2 (A) vs none (B)", "keep-alive ACKs: 1 (A) vs none (B)"]
+    assert label_differences(a, b, strict=True)[-1] == "window updates: 1 (A) vs none (B)"
+    assert label_differences(a, a) == [] and label_differences(b, b, strict=True) == []
+
+
+def test_transcripts_with_labels_differ_in_words():
+    from verifier.diff import compare, parse_transcript
+
+    base = "C > S  S 0:0(0)\nS > C  S. 0:0(0) ack 1\nC > S  . 1:1(0) ack 1\n"
+    probes = base + "C > S  . 0:0(0) ack 1 [keep-alive]\nS > C  . 1:1(0) ack 1 [keep-alive-ack]\n" * 3
+    d = compare(parse_transcript(probes, "A"), parse_transcript(base, "B"))
+    assert "keep-alive probes: 3 (A) vs none (B)" in d.connections[0].named

@@ -84,3 +84,14 @@ def test_repeat_and_meanwhile_blocks():
         parse("meanwhile:\n  C > S  S 0:0(0)\nend\n", "linux")
     with pytest.raises(ExpectationError, match="never closed"):
         parse("repeat:\n  C > S  S 0:0(0)\n", "linux")
+
+
+def test_never_takes_analysis_labels_with_or_without_a_side():
+    from verifier.expectation import parse
+
+    exp = parse("never [retransmission]\nnever S > C [dup-ack, zero-window]\nnever R [reused-ports]\n", "linux", "x")
+    assert [(n.side, n.flags, n.analysis) for n in exp.nevers] == [
+        (None, 0, ("retransmission",)), ("S", 0, ("dup-ack", "zero-window")), (None, 0x04, ("reused-ports",))]
+    for bad, needle in (("never [keepalive]", "unknown TCP analysis label 'keepalive'"), ("never []", "name a label")):
+        with pytest.raises(ExpectationError, match=needle):
+            parse(bad + "\n", "linux", "x")

@@ -170,3 +170,22 @@ def test_named_actors_are_matched_told_apart_and_forbidden_by_name():
     assert m.message == "'never client2 close' was violated" and m.actual == "client2 close hadError=true"
     assert run(EXPECT + "never agent error\nmeanwhile:\n  client2 connect\n  client2 close\nend\n",
                [HANDSHAKE + CLOSE], events) == []
+
+
+def test_analysis_labels_are_required_when_written_and_forbidden_by_never():
+    def probe(labels):
+        return SegmentLine("C", ACK, 0, 0, 1, connection=1, t=T0 + 0.005, analysis=labels)
+
+    answer = SegmentLine("S", ACK, 1, 0, 1, connection=1, t=T0 + 0.0051, analysis=("keep-alive-ack",))
+    text = EXPECT.replace("C > S  F. 1:1(0) ack 1\n",
+                          "C > S  . 0:0(0) ack 1 [keep-alive]\nS > C  . 1:1(0) ack 1\nC > S  F. 1:1(0) ack 1\n")
+    assert run(text, [HANDSHAKE + [probe(("keep-alive",)), answer] + CLOSE], EVENTS) == []
+    # required labels are a subset: more is fine, fewer names the field
+    assert run(text, [HANDSHAKE + [probe(("keep-alive", "dup-ack")), answer] + CLOSE], EVENTS) == []
+    (m,) = run(text, [HANDSHAKE + [probe(()), answer] + CLOSE], EVENTS)
+    assert (m.lineno, m.field, m.expected_value, m.actual_value) == (6, "analysis", "keep-alive", "none")
+    assert "analysis expected keep-alive vs actual none" in m.text("t.expect")
+    labelled = [HANDSHAKE + [probe(("keep-alive",)), answer] + CLOSE]
+    (never,) = run(text + "never [keep-alive-ack]\n", labelled, EVENTS)
+    assert never.message == "'never [keep-alive-ack]' was violated" and never.actual == "S > C  . 1:1(0) ack 1 [keep-alive-ack]"
+    assert run(text + "never C > S [keep-alive-ack]\nnever [retransmission]\n", labelled, EVENTS) == []

@@ -72,3 +72,15 @@ def test_parse_line_tells_segments_from_events():
 def test_options_like_tcpdump():
     opts = (("mss", 65495), ("sackOK", None), ("TS", (1, 0)), ("nop", None), ("wscale", 7))
     assert options_text(opts) == "mss 65495,sackOK,TS val 1 ecr 0,nop,wscale 7"
+
+
+def test_analysis_labels_print_in_brackets_and_parse_back():
+    line = SegmentLine("C", 0x10, 2, 0, 1, analysis=("retransmission", "fast-retransmission"))
+    assert line.text() == "C > S  . 2:2(0) ack 1 [retransmission, fast-retransmission]"
+    assert parse_segment(line.text()) == line
+    assert parse_segment("S > C  . 1:1(0) ack 3 win 512 [dup-ack window-update]").analysis == ("dup-ack", "window-update")
+    assert parse_segment("S > C  . 1:1(0) ack 3").analysis is None  # not looked at
+    assert SegmentLine("C", 0x10, 2, 0, 1, analysis=()).text() == "C > S  . 2:2(0) ack 1"
+    with pytest.raises(NotationError, match="unknown TCP analysis label 'keepalive'") as e:
+        parse_segment("C > S  . 2:2(0) ack 1 [keepalive]")
+    assert e.value.column == 24

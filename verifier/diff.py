@@ -237,6 +237,41 @@ def name_differences(la: list[SegmentLine], lb: list[SegmentLine], sa: list[Step
     return out
 
 
+# TCP analysis labels in words, for the differences `diff` names. Window updates and full windows
+# follow when the reader's application reads, and lost / ACKed-unseen segments where a capture
+# starts: timing and capture noise, named only with --strict.
+LABEL_WORDS = {
+    "retransmission": "retransmissions", "fast-retransmission": "fast retransmissions",
+    "spurious-retransmission": "spurious retransmissions", "out-of-order": "out-of-order segments",
+    "dup-ack": "duplicate ACKs", "keep-alive": "keep-alive probes", "keep-alive-ack": "keep-alive ACKs",
+    "zero-window": "zero-window segments", "zero-window-probe": "zero-window probes",
+    "zero-window-probe-ack": "zero-window probe ACKs", "reused-ports": "SYNs reusing ports",
+    "window-update": "window updates", "window-full": "full-window segments",
+    "lost-segment": "segments after an unseen one", "ack-lost-segment": "ACKs of unseen segments",
+}
+NOISE_LABELS = ("window-update", "window-full", "lost-segment", "ack-lost-segment")
+
+
+def label_differences(la: list[SegmentLine], lb: list[SegmentLine], strict: bool = False) -> list[str]:
+    """How many segments carry each TCP analysis label, where A and B differ ("keep-alive probes: 3 (A) vs none (B)")."""
+    def counts(lines):
+        out: dict[str, int] = {}
+        for line in lines:
+            for label in line.analysis or ():
+                out[label] = out.get(label, 0) + 1
+        return out
+
+    ca, cb = counts(la), counts(lb)
+    named = []
+    for label, words in LABEL_WORDS.items():
+        if label in NOISE_LABELS and not strict:
+            continue
+        na, nb = ca.get(label, 0), cb.get(label, 0)
+        if na != nb:
+            named.append(f"{words}: {na or 'none'} (A) vs {nb or 'none'} (B)")
+    return named
+
+
 def _host(label: str) -> str:
     """The address of an endpoint label, without its port: "[::1]:5000" -> "::1"."""
     host = label.rsplit(":", 1)[0] if label.count(":") == 1 or label.startswith("[") else label
@@ -271,6 +306,7 @@ def compare(a: Behaviour, b: Behaviour, strict: bool = False) -> Difference:
         fb = summary(as_connection(i + 1, lb)) if lb else {"outcome": "-", "fin_ack": None, "zeek_state": "-"}
         sa, sb = steps(la, strict), steps(lb, strict)
         named = name_differences(la, lb, sa, sb, fa, fb) if la and lb else []
+        named += label_differences(la, lb, strict)
         ha = _host(a.labels[i]) if i < len(a.labels) and a.labels[i] else ""
         hb = _host(b.labels[i]) if i < len(b.labels) and b.labels[i] else ""
         if ha and hb and ha != hb:

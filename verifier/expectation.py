@@ -21,7 +21,9 @@
     end
     never R                   no segment with these flags (here: any RST), anywhere
     never S > C  R            ... sent by the server
+    never [retransmission]    no segment Wireshark labels so (any TCP analysis label; with a side too)
     never client error        no such event
+    C > S  . *:*(0) ack * [keep-alive]   a segment with (at least) these analysis labels
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 
 from .errors import VerifierError
 from .wire.model import ACK, FIN, SYN
-from .wire.transcript import EventLine, NotationError, SegmentLine, parse_event, parse_flags, parse_line
+from .wire.transcript import EventLine, NotationError, SegmentLine, parse_analysis, parse_event, parse_flags, parse_line
 
 FAMILIES = ("linux", "darwin", "windows", "any")
 MOD = 1 << 32
@@ -79,6 +81,7 @@ class Never:
     side: str | None = None  # segments: "C"/"S"; events: client/server/listener
     flags: int | None = None  # segments: every one of these flag bits set
     event: EventLine | None = None
+    analysis: tuple[str, ...] = ()  # segments: every one of these TCP analysis labels
 
 
 @dataclass(slots=True)
@@ -114,7 +117,8 @@ def iter_steps(steps):
 
 _HEADER = re.compile(r"^(linux|darwin|windows|any)\s*:\s*$")
 _NEVER = re.compile(r"^never\s+(.*)$")
-_NEVER_SEG = re.compile(r"^(?:(?P<side>[CS])\s*>\s*[CS]\s+)?(?P<flags>[FSRP.UEW]+)$")
+_NEVER_SEG = re.compile(
+    r"^(?:(?P<side>[CS])\s*>\s*[CS]\s+)?(?:(?P<flags>[FSRP.UEW]+)\s*)?(?:\[(?P<analysis>[^\]]*)\])?$")
 
 
 def parse(text: str, family: str, source: str = "<expectation>") -> Expectation:
@@ -228,14 +232,21 @@ def _check_syntax(stripped: str, source: str, lineno: int, column: int) -> None:
 
 def _parse_never(text: str, source: str, lineno: int, column: int) -> Never:
     m = _NEVER_SEG.match(text)
-    if m:
-        return Never(lineno, f"never {text}", side=m["side"], flags=parse_flags(m["flags"]))
+    if m and (m["flags"] or m["analysis"] is not None):
+        try:
+            labels = parse_analysis(m["analysis"]) if m["analysis"] is not None else ()
+        except NotationError as e:
+            raise ExpectationError(source, lineno, column, str(e)) from None
+        if m["analysis"] is not None and not labels:
+            raise ExpectationError(source, lineno, column, f"'never {text}': name a label in the brackets")
+        return Never(lineno, f"never {text}", side=m["side"], flags=parse_flags(m["flags"] or ""), analysis=labels)
     try:
         ev = parse_event(text)
     except NotationError:
         raise ExpectationError(
             source, lineno, column,
-            f"'never {text}': expected flags ('never R'), a side and flags ('never S > C R') or an event ('never client error')",
+            f"'never {text}': expected flags ('never R'), a side and flags ('never S > C R'), a TCP analysis "
+            "label ('never [retransmission]') or an event ('never client error')",
         ) from None
     return Never(lineno, f"never {text}", side=ev.side, event=ev)
 

@@ -216,7 +216,8 @@ class _Matcher:
             return None
         for n, segs in enumerate(self.connections, start=1):
             for got in segs:
-                if (never.side is None or got.side == never.side) and got.flags & never.flags == never.flags:
+                if ((never.side is None or got.side == never.side) and got.flags & never.flags == never.flags
+                        and all(label in (got.analysis or ()) for label in never.analysis)):
                     return self.show(got)
         return None
 
@@ -237,6 +238,10 @@ def segment_difference(want: SegmentLine, got: SegmentLine):
         return ("ack", str(want.ack), str(got.ack))
     if want.win is not None and want.win != got.win:
         return ("win", str(want.win), str(got.win))
+    if want.analysis is not None:
+        missing = [label for label in want.analysis if label not in (got.analysis or ())]
+        if missing:
+            return ("analysis", ", ".join(want.analysis), ", ".join(got.analysis or ()) or "none")
     return None
 
 

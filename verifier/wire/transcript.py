@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from .analysis import NAMES
 from .model import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 
 # tcpdump's order of flag letters (print-tcp.c tcp_flag_values); "." is ACK.
@@ -49,6 +50,9 @@ class SegmentLine:
     t: float | None = None
     win: int | None = None
     options: str | None = None
+    # Wireshark's TCP analysis labels (wire.analysis); in an expectation, None: not looked at,
+    # a tuple: labels the segment must have (at least these)
+    analysis: tuple[str, ...] | None = None
 
     def text(self, with_time: bool = True, with_connection: bool = False) -> str:
         def field(v):
@@ -70,6 +74,8 @@ class SegmentLine:
             body += f" win {self.win}"
         if self.options:
             body += f" <{self.options}>"
+        if self.analysis:
+            body += f" [{', '.join(self.analysis)}]"
         parts.append(head + " " + body)
         return " ".join(parts)
 
@@ -147,6 +153,7 @@ SEGMENT_RE = re.compile(
     + r"(?:\s+ack\s+(?P<ack>\d+|\*))?"
     + r"(?:\s+win\s+(?P<win>\d+))?"
     + r"(?:\s+<(?P<options>[^>]*)>)?"
+    + r"(?:\s+\[(?P<analysis>[^\]]*)\])?"
     + r"\s*$"
 )
 # Actors (the sides of events) are named by the scenario: client, server, listener, client2,
@@ -200,7 +207,17 @@ def parse_segment(text: str) -> SegmentLine:
         t=None if t in (None, "*") else float(t),
         win=int(m["win"]) if m["win"] else None,
         options=m["options"],
+        analysis=None if m["analysis"] is None else parse_analysis(m["analysis"], m.start("analysis") + 1),
     )
+
+
+def parse_analysis(text: str, column: int = 1) -> tuple[str, ...]:
+    """`keep-alive, dup-ack` (commas or spaces) as label names; NotationError for an unknown one."""
+    labels = tuple(part for part in re.split(r"[\s,]+", text.strip()) if part)
+    for label in labels:
+        if label not in NAMES:
+            raise NotationError(f"unknown TCP analysis label {label!r} (Wireshark's: {', '.join(NAMES)})", column)
+    return labels
 
 
 def is_side_name(name: str) -> bool:
