@@ -56,7 +56,12 @@ def test_midstream_then_fin_close_is_still_classified():
     assert summary(conn)["outcome"] == "fin-client-first"
 
 
-def test_synack_then_rst_without_syn_is_rstrh():
-    segs = script("C S", "S S.", "S R.")[1:]
-    (conn,) = list(track(segs))
+def test_synack_then_rst_without_syn():
+    # Zeek flips a connection first seen from a likely server port (80): the SYN-ACK's sender is
+    # the responder, and it resets a connection whose originator sent nothing: RSTRH. From an
+    # unremarkable port the SYN-ACK's sender stays the originator, and resets: OTH
+    web = script("C S", "S S.", "S R.", client=("10.0.0.1", 40000), server=("10.0.0.2", 80))[1:]
+    (conn,) = list(track(web))
     assert summary(conn)["zeek_state"] == "RSTRH"
+    (conn,) = list(track(script("C S", "S S.", "S R.")[1:]))
+    assert summary(conn)["zeek_state"] == "OTH"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .connections import Connection, RelSegment, seq_geq
 from .model import ACK, FIN, RST, SYN
+from .zeek import zeek_state
 
 OUTCOMES = (
     "refused", "unanswered", "fin-client-first", "fin-server-first", "fin-simultaneous",
@@ -69,110 +70,7 @@ def _fin_end(s: RelSegment) -> int:
     return (seg.seq + seg.payload_len + (1 if seg.flags & SYN else 0) + 1) % (1 << 32)
 
 
-# --- Zeek's conn_state -------------------------------------------------------------------------
-# Zeek tracks each endpoint with a small state machine (its TCP analyzer's endpoint states) and
-# derives conn_state from the pair of final states (base/protocols/conn/main.zeek). Both halves
-# are tables here.
-
-INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = (
-    "INACTIVE", "SYN_SENT", "SYN_ACK_SENT", "PARTIAL", "ESTABLISHED", "CLOSED", "RESET",
-)
-
-# (endpoint state, what the endpoint sent) -> its next state. Kinds: "syn", "synack", "fin",
-# "rst", "other" (a segment with none of SYN/FIN/RST). Absent pairs leave the state unchanged.
-ENDPOINT_TRANSITIONS = {
-    (INACTIVE, "syn"): SYN_SENT,
-    (INACTIVE, "synack"): SYN_ACK_SENT,
-    (INACTIVE, "other"): PARTIAL,
-    (SYN_SENT, "synack"): SYN_ACK_SENT,  # simultaneous open
-    **{(state, "fin"): CLOSED for state in (INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED)},
-    **{(state, "rst"): RESET for state in (INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED)},
-}
-# A handshake completes when an endpoint that sent a SYN (or SYN-ACK) sends a plain segment while
-# its peer has sent its SYN-ACK (or SYN): both become ESTABLISHED.
-HANDSHAKE_STATES = (SYN_SENT, SYN_ACK_SENT, ESTABLISHED)
-
-
-def _kind(flags: int) -> str:
-    if flags & RST:
-        return "rst"
-    if flags & FIN:
-        return "fin"
-    if flags & SYN:
-        return "synack" if flags & ACK else "syn"
-    return "other"
-
-
-def endpoint_states(conn: Connection) -> tuple[str, str]:
-    """Final (originator, responder) endpoint states after replaying the connection."""
-    state = {"C": INACTIVE, "S": INACTIVE}
-    for s in conn.segments:
-        me, peer = s.side, ("S" if s.side == "C" else "C")
-        kind = _kind(s.flags)
-        if s.flags & SYN and s.flags & FIN and state[me] == INACTIVE:
-            state[me] = ENDPOINT_TRANSITIONS[(INACTIVE, "synack" if s.flags & ACK else "syn")]
-        if kind == "other" and state[me] in (SYN_SENT, SYN_ACK_SENT) and state[peer] in HANDSHAKE_STATES:
-            state[me] = ESTABLISHED
-            if state[peer] != ESTABLISHED:
-                state[peer] = ESTABLISHED
-            continue
-        state[me] = ENDPOINT_TRANSITIONS.get((state[me], kind), state[me])
-    return state["C"], state["S"]
-
-
-# conn_state from (originator state, responder state), in Zeek's order of precedence. Each row:
-# (orig states or None for any, resp states or None, extra condition name or None, result).
-_INACTIVE = (INACTIVE, PARTIAL)
-CONN_STATE_RULES = (
-    (((SYN_SENT, SYN_ACK_SENT)), (RESET,), None, "REJ"),
-    ((RESET,), (RESET,), "no_bytes", "REJ"),
-    (_INACTIVE, (RESET,), None, "RSTRH"),
-    (None, (RESET,), None, "RSTR"),
-    ((RESET,), _INACTIVE, "syn_then_rst", "RSTOS0"),
-    ((RESET,), _INACTIVE, None, "OTH"),
-    ((RESET,), None, None, "RSTO"),
-    ((CLOSED,), (CLOSED,), None, "SF"),
-    ((CLOSED,), _INACTIVE, None, "SH"),
-    ((CLOSED,), None, None, "S2"),
-    (_INACTIVE, (CLOSED,), None, "SHR"),
-    (None, (CLOSED,), None, "S3"),
-    ((SYN_SENT,), (INACTIVE,), None, "S0"),
-    ((ESTABLISHED,), (ESTABLISHED,), None, "S1"),
-    (None, None, None, "OTH"),
-)
-
-
-def _no_bytes(conn: Connection) -> bool:
-    return all(s.length == 0 for s in conn.segments)
-
-
-def _syn_then_rst(conn: Connection) -> bool:
-    """Zeek's history test /^?S[^HAFGIQ]*R/: the originator sent a SYN, then a RST, nothing between."""
-    mine = [s.flags for s in conn.segments if s.side == "C"]
-    if not mine or not (mine[0] & SYN) or mine[0] & ACK:
-        return False
-    for flags in mine:
-        if flags & RST:
-            return True
-        if flags & (ACK | FIN) or not flags & SYN:
-            return False
-    return False
-
-
-CONDITIONS = {"no_bytes": _no_bytes, "syn_then_rst": _syn_then_rst}
-
-
-def zeek_state(conn: Connection) -> str:
-    orig, resp = endpoint_states(conn)
-    for origs, resps, condition, result in CONN_STATE_RULES:
-        if origs is not None and orig not in origs:
-            continue
-        if resps is not None and resp not in resps:
-            continue
-        if condition is not None and not CONDITIONS[condition](conn):
-            continue
-        return result
-    return "OTH"
+# --- Zeek's conn_state: verifier/wire/zeek.py replays the connection through Zeek's own rules.
 
 
 def summary(conn: Connection) -> dict:
