@@ -43,6 +43,9 @@ def test_optional_and_one_of():
 def test_error_names_file_line_and_column():
     with pytest.raises(ExpectationError) as e:
         parse("C > S  S 0:0(0)\n   C > S  Q 1:1(0)\n", "linux", source="x.expect")
+    assert str(e.value) == "x.expect:2:11: unknown flag letter 'Q' in 'Q' (use F S R P . U E W)"
+    with pytest.raises(ExpectationError) as e:
+        parse("C > S  S 0:0(0)\n   C > S  S. 0:0\n", "linux", source="x.expect")
     assert str(e.value).startswith("x.expect:2:4: not a segment line")
 
 

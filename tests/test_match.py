@@ -189,3 +189,15 @@ def test_analysis_labels_are_required_when_written_and_forbidden_by_never():
     (never,) = run(text + "never [keep-alive-ack]\n", labelled, EVENTS)
     assert never.message == "'never [keep-alive-ack]' was violated" and never.actual == "S > C  . 1:1(0) ack 1 [keep-alive-ack]"
     assert run(text + "never C > S [keep-alive-ack]\nnever [retransmission]\n", labelled, EVENTS) == []
+
+
+def test_window_and_options_are_compared_when_an_expectation_names_them():
+    syn = SegmentLine("C", SYN, 0, 0, 0, connection=1, t=T0, win=65495, options="mss 65495,sackOK")
+    rest = [seg(0.001, "S", SYN | ACK, 0, 1), SegmentLine("C", ACK, 1, 0, 1, connection=1, t=T0 + 0.002, win=512, options="")]
+    text = "C > S  S 0:0(0) win 65495 <mss 65495,sackOK>\nS > C  S. 0:0(0) ack 1\nC > S  . 1:1(0) ack 1\n"
+    assert run(text, [[syn] + rest], []) == []
+    (m,) = run(text.replace("mss 65495", "mss 1460"), [[syn] + rest], [])
+    assert (m.field, m.expected_value, m.actual_value) == ("options", "mss 1460,sackOK", "mss 65495,sackOK")
+    assert m.actual == "C > S  S 0:0(0) win 65495 <mss 65495,sackOK>"  # shown like the expected line
+    (m,) = run(text.replace("C > S  . 1:1(0) ack 1", "C > S  F. 1:1(0) ack 1"), [[syn] + rest], [])
+    assert m.actual == "C > S  . 1:1(0) ack 1"  # the line did not name them: not shown

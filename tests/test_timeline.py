@@ -62,7 +62,7 @@ def test_segment_lines_are_absolute_and_numbered():
     assert [len(c) for c in lines] == [2, 4]
     assert [line.connection for c in lines for line in c] == [1, 1, 2, 2, 2, 2]
     assert lines[1][0].t == pytest.approx(T0 + 0.01)
-    assert lines[0][1].text(with_time=False) == "S > C  R. 1:1(0) ack 1"  # as Wireshark numbers it
+    assert lines[0][1].text(with_time=False) == "S > C  R. 1:1(0) ack 1 win 65483"  # as Wireshark numbers it
 
 
 def test_merge_is_in_time_order_packet_before_event_at_equal_time():

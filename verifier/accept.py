@@ -10,6 +10,7 @@ ephemeral ports left out; all of it inside this OS's block.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .expectation import parse
@@ -38,7 +39,8 @@ def expectation_text(result, family: str) -> str:
         "# themselves (meanwhile:), not timed against the wire. Edit freely: docs/expectations.md.",
         f"{family}:",
     ]
-    segments = [line for conn in segment_lines(result.connections) for line in conn]
+    # windows and options are not behaviour: left out, as in transcripts
+    segments = [replace(line, win=None, options=None) for conn in segment_lines(result.connections) for line in conn]
     segments.sort(key=lambda line: line.t)
     lines += [line.text(with_time=False, with_connection=True) for line in segments]
     if not segments:

@@ -7,7 +7,7 @@ Consecutive steps must also be in time order: an event after the segment that ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .expectation import Expectation, Meanwhile, Never, OneOf, Repeat, Step
 from .wire.model import ACK
@@ -62,8 +62,13 @@ class _Matcher:
         self.events = events
         self.best: tuple[int, Mismatch] | None = None
 
-    def show(self, seg: SegmentLine) -> str:
-        """An actual segment as the notation prints it (with @N when there are several connections)."""
+    def show(self, seg: SegmentLine, like: SegmentLine | None = None) -> str:
+        """An actual segment as the notation prints it (with @N when there are several connections),
+        its window and options only where the expected line `like` names them."""
+        keep_win = like is not None and like.win is not None
+        keep_options = like is not None and like.options is not None
+        if (seg.win is not None and not keep_win) or (seg.options is not None and not keep_options):
+            seg = replace(seg, win=seg.win if keep_win else None, options=seg.options if keep_options else None)
         return seg.text(with_time=False, with_connection=len(self.connections) > 1)
 
     def fail(self, state: _State, mismatch: Mismatch) -> None:
@@ -154,10 +159,10 @@ class _Matcher:
         diff = segment_difference(want, got)
         if diff is not None:
             field, ev, av = diff
-            fail(state, Mismatch(step.lineno, "segment differs", step.text, self.show(got), field, ev, av))
+            fail(state, Mismatch(step.lineno, "segment differs", step.text, self.show(got, want), field, ev, av))
             return None
         if not self._in_order(got.t, "segment", state):
-            fail(state, Mismatch(step.lineno, "segment came before the previous step", step.text, self.show(got)))
+            fail(state, Mismatch(step.lineno, "segment came before the previous step", step.text, self.show(got, want)))
             return None
         seg_pos = list(state.seg_pos)
         seg_pos[conn - 1] = pos + 1
@@ -238,6 +243,8 @@ def segment_difference(want: SegmentLine, got: SegmentLine):
         return ("ack", str(want.ack), str(got.ack))
     if want.win is not None and want.win != got.win:
         return ("win", str(want.win), str(got.win))
+    if want.options is not None and want.options != (got.options or ""):
+        return ("options", want.options or "(none)", got.options or "(none)")
     if want.analysis is not None:
         missing = [label for label in want.analysis if label not in (got.analysis or ())]
         if missing:

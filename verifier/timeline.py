@@ -18,8 +18,9 @@ class Entry:
 
 
 def segment_lines(connections: list[Connection]) -> list[list[SegmentLine]]:
-    """Per connection, its segments as notation lines with absolute times and @N set."""
-    return [[segment_line(s, 0.0, connection=c.index) for s in c.segments] for c in connections]
+    """Per connection, its segments as notation lines with absolute times and @N set, windows
+    and options included (an expectation may name them)."""
+    return [[segment_line(s, 0.0, connection=c.index, verbose=True) for s in c.segments] for c in connections]
 
 
 def merge(connections: list[Connection], events: list[EventLine]) -> list[Entry]:

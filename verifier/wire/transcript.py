@@ -176,9 +176,18 @@ class NotationError(ValueError):
         self.column = column
 
 
+_FLAGS_AT = re.compile(r"^" + _TIME + _CONN + r"[CS]\s*>\s*[CS]\s+(?P<flags>\S+)")
+
+
 def parse_segment(text: str) -> SegmentLine:
     m = SEGMENT_RE.match(text.strip())
     if not m:
+        head = _FLAGS_AT.match(text.strip())
+        if head and head["flags"] not in ("none", "*"):
+            try:  # say which letter, where
+                parse_flags(head["flags"])
+            except ValueError as e:
+                raise NotationError(str(e), head.start("flags") + 1) from None
         raise NotationError(f"not a segment line: {text.strip()!r} (expected e.g. 'C > S  F. 1:1(0) ack 1')")
     if m["side"] == m["peer"]:
         raise NotationError("a segment goes from one side to the other: 'C > S' or 'S > C'")
