@@ -177,6 +177,38 @@ def test_zeek_state_is_the_state_of_the_record_holding_the_first_packet():
     assert zeek.zeek_state(conn) == "REJ"
 
 
+def test_record_dicts_name_roles_and_segment_positions():
+    (conn,) = list(track(script("C S", "S R.", "C S", "S S.", "C .")))
+    assert zeek.record_dicts(conn) == [
+        {"orig": "client", "resp": "server", "conn_state": "REJ", "history": "Sr", "first": 0, "last": 1},
+        {"orig": "client", "resp": "server", "conn_state": "S1", "history": "ShA", "first": 2, "last": 4},
+    ]
+
+
+# --- what records depend on beyond the shape (show's memo key) -------------------------------------
+
+
+def test_port_class_says_all_that_a_flip_reads_of_the_ports():
+    ports = (21, 22, 80, 443, 8080, 1024, 40000, 40001)
+    flips_by_class = collections.defaultdict(set)
+    for client in ports:
+        for server in ports:
+            # whether the first packet is flipped, for each kind of first packet from either side
+            flips = tuple(zeek._wants_flip(flags, *pair) for flags in (0x10, 0x12, 0x04, 0x01)
+                          for pair in ((client, server), (server, client)))
+            flips_by_class[zeek.port_class(client, server)].add(flips)
+    assert all(len(flips) == 1 for flips in flips_by_class.values())
+    bits = zeek.LIKELY_SERVER_PORT_BITS
+    assert [p for p in range(65536) if bits[p >> 3] >> (p & 7) & 1] == sorted(zeek.LIKELY_SERVER_PORTS)
+
+
+def test_packets_spanning_less_than_the_shortest_timer_fire_none():
+    # the same packets, 2.9 s or 0.1 s apart: one verdict (the memo may ignore times below UNTIMED_SPAN)
+    slow = at(script("C S", "S R.", "C S"), 0, 1.4, 2.9)
+    fast = at(script("C S", "S R.", "C S"), 0, 0.05, 0.1)
+    assert zeek.UNTIMED_SPAN <= zeek.MIN_TIMER and recs(slow) == recs(fast)
+
+
 # --- Zeek's own verdicts on Zeek's own traces ------------------------------------------------------
 
 DATA = Path(__file__).parent / "data" / "zeek"

@@ -409,8 +409,9 @@ def _history(c: _Conn, p: _Packet, me: Endpoint, rel_seq: int) -> None:
     sequence number differs from the last one of that kind (S and H share one kind)."""
     flags = p.flags
     bits = bool(flags & SYN) + bool(flags & FIN) + bool(flags & RST)
-    if bits > 1:
-        c.check_history(me, "I" if flags & FIN and flags & RST else "Q", "I" if flags & FIN and flags & RST else "Q")
+    if bits > 1:  # FIN+RST is inconsistent ('I'), SYN with FIN or RST multi-flag ('Q')
+        code = "I" if flags & FIN and flags & RST else "Q"
+        c.check_history(me, code, code)
     elif bits == 1:
         if flags & SYN:
             kind, code, where = "S", ("H" if flags & ACK else "S"), rel_seq
@@ -531,6 +532,19 @@ def records(conn: Connection) -> list[ZeekRecord]:
     if cur is not None:
         out.append(cur.record())
     return out
+
+
+def record_dicts(conn: Connection) -> list[dict]:
+    """`records` for JSON: {"orig", "resp" (the roles "client"/"server" of the connection's own
+    client and server fields), "conn_state", "history", "first", "last" (positions in the
+    connection's segments)}. Only the shape, the port class, zero windows and (past
+    UNTIMED_SPAN) times decide them, so show can memoise them with the shape."""
+    role = {"C": "client", "S": "server"}
+    return [
+        {"orig": role[r.orig_side], "resp": role["S" if r.orig_side == "C" else "C"], "conn_state": r.conn_state,
+         "history": r.history, "first": r.first, "last": r.last}
+        for r in records(conn)
+    ]
 
 
 def zeek_state(conn: Connection) -> str:
