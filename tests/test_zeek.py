@@ -255,5 +255,5 @@ def test_agreement_with_zeek_on_zeeks_traces():
     scored, agreed, undecoded, wrong = _agreement()
     print(f"zeek_state agrees with Zeek on {agreed} of {scored} connections ({100 * agreed / scored:.1f} %); "
           f"{undecoded} not decoded")
-    assert scored >= 90  # the traces are read: this is not a vacuous pass
+    assert scored >= 85  # the traces are read: not a vacuous pass (90 rows outside encapsulations, 95 in all)
     assert agreed / scored >= 0.98, wrong
