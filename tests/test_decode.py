@@ -11,9 +11,10 @@ import pytest
 from builders import ether, frame, ipv4, ipv4_tcp, ipv6, ipv6_tcp, null, segment, sll, sll2, tcp, tcp_options
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from link_frames import encapsulated
 
 from verifier.wire.capture import read_frames
-from verifier.wire.decode import decode
+from verifier.wire.decode import MAX_LINK_HEADERS, TOO_DEEP, decode
 from verifier.wire.model import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment
 
 DATA = Path(__file__).parent / "data"
@@ -84,6 +85,71 @@ def test_link_layers(linktype, data, expected):
 )
 def test_not_tcp_or_unknown_link_gives_none(linktype, data):
     assert decode(frame(data, linktype)) is None
+
+
+# ------------------------------------------------------------------------ encapsulations
+
+QINQ = [("vlan", 0x88A8, 100), ("vlan", 0x8100, 200)]
+
+
+@pytest.mark.parametrize("stack", [
+    QINQ,
+    [("vlan", 0x9100, 300), ("vlan", 0x8100, 301)],  # the pre-standard QinQ type
+    [("vlan", 0x8100, 7), ("vlan", 0x8100, 8), ("vlan", 0x8100, 9)],  # stacked 802.1Q
+    [("mpls", 16)],
+    [("mpls", 16, 17, 18)],  # a label stack: IP after the bottom-of-stack bit
+    [("mpls-multicast", 19)],
+    [("vlan", 0x8100, 5), ("mpls", 20, 21)],  # MPLS in a VLAN (Zeek's mpls-in-vlan trace)
+    [("pppoe", 0x1234)],  # PPP protocol 0x0021 or 0x0057 by the IP version
+    [("vlan", 0x8100, 5), ("pppoe", 0x1234)],
+    [("pbb", 0x10203)],  # I-TAG, then the customer's Ethernet header
+    [("vlan", 0x88A8, 10), ("pbb", 0x10203), ("vlan", 0x8100, 11)],  # a B-tag, then a C-tag inside
+    [("vntag", 0x80010002)],
+    [("vlan", 0x8100, 12), ("vntag", 0x00050006), ("vlan", 0x8100, 13)],  # Zeek's vntag_vlan_sandwich
+])
+@pytest.mark.parametrize("ip, expected", [(V4, EXPECT_V4), (V6, EXPECT_V6)], ids=["v4", "v6"])
+def test_encapsulations(stack, ip, expected):
+    assert key(decode(frame(encapsulated(ip, stack)))) == expected
+
+
+def test_encapsulations_in_linux_cooked_captures():
+    # SLL's protocol field names the same types Ethernet's does
+    inner = encapsulated(V4, QINQ)[14:]
+    assert key(decode(frame(sll(inner, protocol=0x88A8), 113))) == EXPECT_V4
+    assert key(decode(frame(sll2(encapsulated(V6, [("mpls", 16)])[14:], protocol=0x8847), 276))) == EXPECT_V6
+
+
+@pytest.mark.parametrize("data", [
+    encapsulated(V4, [("mpls", 16)])[:-len(V4)] + b"\x00" + V4[1:],  # after the labels: no IP version (a pseudowire)
+    encapsulated(V4, [("pppoe", 1)])[:20] + b"\xc0\x21" + V4,  # PPP's LCP, not IP
+    encapsulated(V4, [("vlan", 0x8100, 5)])[:16] + b"\x08\x06" + V4,  # ARP inside the tag
+])
+def test_encapsulations_of_something_else_give_none(data):
+    assert decode(frame(data)) is None
+
+
+@pytest.mark.parametrize("stack", [QINQ, [("mpls", 16, 17)], [("pppoe", 1)], [("pbb", 1)], [("vntag", 1)]])
+def test_encapsulation_headers_cut_short_give_none(stack):
+    data = encapsulated(V4, stack)
+    for cut in range(12, len(data) - len(V4) + 1):
+        assert decode(frame(data[:cut])) is None
+
+
+def test_nested_link_headers_are_bounded_with_a_reason():
+    # MAX_LINK_HEADERS tags or labels are read; one more and the frame is skipped and counted
+    skipped = {}
+    for kind in ("vlan", "mpls"):
+        stack = ([("vlan", 0x8100, i) for i in range(MAX_LINK_HEADERS)] if kind == "vlan"
+                 else [("mpls", *range(16, 16 + MAX_LINK_HEADERS))])
+        assert key(decode(frame(encapsulated(V4, stack)), skipped)) == EXPECT_V4
+        deeper = [("vlan", 0x8100, 1)] + stack
+        assert decode(frame(encapsulated(V4, deeper), index=7), skipped) is None
+    assert skipped == {TOO_DEEP: [2, 7]}
+    # a malicious stack of 1000 tags: one bounded loop (no recursion), skipped with the reason
+    thousand = encapsulated(V4, [("vlan", 0x8100, i % 4096) for i in range(1000)])
+    assert decode(frame(thousand, index=9), skipped) is None and skipped == {TOO_DEEP: [3, 7]}
+    assert decode(frame(thousand)) is None  # without a dict: skipped all the same
+    assert "16 nested link-layer headers" in TOO_DEEP
 
 
 def test_ethernet_padding_does_not_count_as_payload():
@@ -266,6 +332,10 @@ def ours(path: Path):
     "foreign/linux-pcapng-multi-interface.pcapng",  # Ethernet + SLL
     "foreign/macos-pcapng-11-interfaces.pcapng",
     "malformed/the-tcpdump-group_tcpdump_tests_tcp_eight_lowest_weight_flags_set.pcap",
+    *(f"encapsulations/{p.name}" for p in sorted((DATA / "encapsulations").glob("*.pcap"))),
+    # Zeek's traces of these encapsulations (tests/data/zeek: MPLS in VLAN, mixed, PBB, VN-Tag)
+    "zeek/traces/mixed-vlan-mpls.pcap", "zeek/traces/mpls-in-vlan.pcap", "zeek/traces/pbb.pcap",
+    "zeek/traces/vntag_vlan_sandwich_clean.pcap",
 ])
 def test_real_captures_decode_like_tshark(name):
     expected = tshark_segments(DATA / name)

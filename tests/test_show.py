@@ -103,11 +103,16 @@ def random_capture(rng: random.Random) -> bytes:
     flags, length, options), come within the duplicate window, exactly at it or just after; the
     capture starts at 0 s sometimes, where a 1 ms difference is exactly DUPLICATE_WINDOW."""
     from builders import PCAP_MAGIC_NS, PCAP_MAGIC_US, ether, ipv4, ipv4_tcp, ipv6_tcp, null, pcap_file, sll, sll2, tcp
+    from link_frames import encapsulated
 
+    stacks = [[("vlan", 0x8100, 7)], [("vlan", 0x88A8, 1), ("vlan", 0x8100, 2)], [("mpls", 16, 17)], [("pppoe", 3)],
+              [("pbb", 4), ("vlan", 0x8100, 5)], [("vntag", 6)], [("vlan", 0x8100, 8)] * 17]  # the last: too deep
     # the link layer, one per capture: (linktype, wrap(ip, vlan)); the compiled loop's fast path
-    # takes each of them (VLAN-tagged Ethernet and odd families or protocols go to decode)
+    # takes each of them (encapsulated Ethernet and odd families or protocols go to decode);
+    # Ethernet of zero addresses is Linux lo's, where copies may be the doubling
     linktype, wrap = rng.choice([
         (1, lambda ip, vlan: ether(ip, vlans=[7] if vlan else [])),
+        (1, lambda ip, vlan: encapsulated(ip, rng.choice(stacks) if vlan else [], macs=bytes(12))),
         (0, lambda ip, vlan: null(ip, family=rng.choice((None, None, 24, 28, 2 << 24, 99)))),
         (0, lambda ip, vlan: null(ip, byteorder="big")),  # written by a big-endian host: decode reads it too
         (108, lambda ip, vlan: null(ip, byteorder="big")),
@@ -127,6 +132,7 @@ def random_capture(rng: random.Random) -> bytes:
                 bytes.fromhex("020440000402080a00000001000000000103030701"), bytes.fromhex("01010402"),
                 bytes.fromhex("00000000"), bytes.fromhex("00000001")]  # the last two parse the same (EOL, then junk)
     magic = rng.choice((PCAP_MAGIC_US, PCAP_MAGIC_NS))
+    doubled = rng.random() < 0.4  # each packet followed by its copy (mostly), as a sniffer on lo writes them
     unit = 1_000_000 if magic == PCAP_MAGIC_US else 1_000_000_000
     t = rng.choice((1_700_000_000, 0, 1)) * unit
     records = []
@@ -187,6 +193,9 @@ def random_capture(rng: random.Random) -> bytes:
         else:
             made.append((how, src, dst, fields))
         records.append((t // unit, t % unit, packet))
+        if doubled and rng.random() < 0.93:
+            copy_t = t + rng.choice((1, 3, 10))
+            records.append((copy_t // unit, copy_t % unit, packet))
     return pcap_file(records, linktype=linktype, magic=magic)
 
 
@@ -245,6 +254,15 @@ def test_a_copy_of_the_fourth_segment_back_is_a_duplicate_the_fifth_is_not():
     assert check_bytes(fourth) == [] and check_bytes(fifth) == []
     assert [len(c.segments) for c in CaptureReading(io.BytesIO(fourth)).connections()] == [4]
     assert [len(c.segments) for c in CaptureReading(io.BytesIO(fifth)).connections()] == [6]
+
+
+def test_frames_skipped_for_too_many_link_headers_are_named_in_a_warning():
+    reading = CaptureReading(io.BytesIO((DATA / "encapsulations" / "vlan-1000-tags.pcap").read_bytes()))
+    conns = list(reading.connections())
+    assert [len(c.segments) for c in conns] == [10] and reading.stats.other == 1
+    assert reading.warnings() == [
+        "skipped 1 frame with more than 16 nested link-layer headers (VLAN tags, MPLS labels, PPPoE, PBB, VN-Tag)"
+        " (the first: frame 1)"]
 
 
 @pytest.mark.skipif(show._showloop is None, reason="the compiled loop is not built (CI insists on it)")

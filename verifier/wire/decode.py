@@ -4,12 +4,19 @@
 non-first IP fragment or a fixed header cut short by the snap length all give None.
 
 Link layers (LINKTYPE_* values as they appear in pcap/pcapng files):
-- 1 Ethernet, with any number of 802.1Q / 802.1ad VLAN tags;
+- 1 Ethernet, through the encapsulations Zeek and tshark look into, nested in any order:
+  802.1Q / 802.1ad / QinQ tags (0x8100, 0x88a8, 0x9100), MPLS label stacks (0x8847, 0x8848:
+  labels to the bottom-of-stack bit, then IPv4 or IPv6 by the first nibble), PPPoE session
+  (0x8864, PPP protocol 0x0021 IPv4 / 0x0057 IPv6), 802.1ah PBB (0x88e7: the I-TAG, then the
+  customer's Ethernet header), VN-Tag (0x8926). At most `MAX_LINK_HEADERS` of them: a deeper
+  stack is skipped (None), and named in the `skipped` dict when one is given, so that a reader
+  can warn (a frame of 1000 VLAN tags costs one bounded loop, never a recursion);
 - 0 BSD loopback (NULL): a 4-byte address family in the capturing host's byte order (read
   little-endian; if that is no known family, big-endian); 108 LOOP: the same in network order.
   Family 2 is IPv4; 24 (NetBSD/OpenBSD/Npcap), 28 (FreeBSD) and 30 (macOS) are IPv6;
 - 101 raw IP (and 12, 14, which some systems wrote for raw IP), 228 raw IPv4, 229 raw IPv6;
-- 113 Linux cooked (SLL), 276 Linux cooked v2 (SLL2).
+- 113 Linux cooked (SLL), 276 Linux cooked v2 (SLL2); their protocol field goes through the same
+  encapsulations as Ethernet's type.
 
 `payload_len` comes from the IP header's lengths (what was on the wire), not from the captured
 bytes; only an IPv4 total length of 0 (TCP segmentation offload) or an IPv6 payload length of 0
@@ -37,6 +44,11 @@ _AF_INET6 = frozenset((24, 28, 30))
 _KNOWN_AF = frozenset((2, 24, 28, 30))
 _ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
 _VLAN = frozenset((0x8100, 0x88A8, 0x9100))
+_MPLS = frozenset((0x8847, 0x8848))
+_PPPOE_SESSION, _PBB, _VNTAG = 0x8864, 0x88E7, 0x8926
+_PPP_IP = {0x0021: 4, 0x0057: 6}
+MAX_LINK_HEADERS = 16  # VLAN tags, MPLS labels, PPPoE/PBB/VN-Tag headers around one IP packet
+TOO_DEEP = f"more than {MAX_LINK_HEADERS} nested link-layer headers (VLAN tags, MPLS labels, PPPoE, PBB, VN-Tag)"
 _IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 
 _NOP = ("nop", None)
@@ -61,8 +73,61 @@ def _addr(raw: bytes) -> str:
 _COOKED = {113: (16, 14), 276: (20, 0)}
 
 
-def decode(frame: Frame) -> Segment | None:
-    """The TCP segment in `frame`, or None (not TCP, unknown link type, truncated headers...)."""
+def _encapsulated(data: bytes, n: int, etype: int, off: int) -> tuple[int, int]:
+    """(IP version, offset of the IP header) of a payload of type `etype` at `off`, through the
+    encapsulations this module reads: version 4 or 6, 0 for anything else or a header cut short,
+    -1 for more than MAX_LINK_HEADERS headers."""
+    depth = 0
+    while True:
+        if etype == _ETH_IPV4:
+            return 4, off
+        if etype == _ETH_IPV6:
+            return 6, off
+        depth += 1
+        if depth > MAX_LINK_HEADERS:
+            return -1, off
+        if etype in _VLAN:  # tag control (2), then the next type
+            if n < off + 4:
+                return 0, off
+            etype = (data[off + 2] << 8) | data[off + 3]
+            off += 4
+        elif etype in _MPLS:  # 4-byte labels down to the bottom-of-stack bit; then IP by its version
+            while True:
+                if n < off + 4:
+                    return 0, off
+                off += 4
+                if data[off - 2] & 1:
+                    break
+                depth += 1
+                if depth > MAX_LINK_HEADERS:
+                    return -1, off
+            if n < off + 1:
+                return 0, off
+            version = data[off] >> 4
+            return (version if version == 4 or version == 6 else 0), off
+        elif etype == _PPPOE_SESSION:  # ver/type, code, session id, length; then the PPP protocol
+            if n < off + 8:
+                return 0, off
+            return _PPP_IP.get((data[off + 6] << 8) | data[off + 7], 0), off + 8
+        elif etype == _PBB:  # I-TAG (4), the customer's destination and source (12), then the type
+            if n < off + 18:
+                return 0, off
+            etype = (data[off + 16] << 8) | data[off + 17]
+            off += 18
+        elif etype == _VNTAG:  # the tag (4), then the type
+            if n < off + 6:
+                return 0, off
+            etype = (data[off + 4] << 8) | data[off + 5]
+            off += 6
+        else:
+            return 0, off
+
+
+def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
+    """The TCP segment in `frame`, or None (not TCP, unknown link type, truncated headers...).
+
+    A frame skipped for a reason worth a warning (TOO_DEEP) is counted in `skipped` when given:
+    reason -> [frames, the first one's number]."""
     data = frame.data
     lt = frame.linktype
     n = len(data)
@@ -71,13 +136,12 @@ def decode(frame: Frame) -> Segment | None:
         if n < 14:
             return None
         etype = (data[12] << 8) | data[13]
-        off = 14
-        while etype in _VLAN:
-            if n < off + 4:
-                return None
-            etype = (data[off + 2] << 8) | data[off + 3]
-            off += 4
-        version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
+        if etype == _ETH_IPV4:
+            off, version = 14, 4
+        elif etype == _ETH_IPV6:
+            off, version = 14, 6
+        else:
+            version, off = _encapsulated(data, n, etype, 14)
     elif lt == 0 or lt == 108:  # BSD loopback NULL / LOOP
         if n < 4:
             return None
@@ -89,12 +153,11 @@ def decode(frame: Frame) -> Segment | None:
             family = _U32_BE.unpack_from(data)[0]
         off = 4
         version = 4 if family == _AF_INET else 6 if family in _AF_INET6 else 0
-    elif lt in _COOKED:  # Linux cooked SLL / SLL2: the protocol field, then IP at a fixed offset
+    elif lt in _COOKED:  # Linux cooked SLL / SLL2: the protocol field, then its payload at a fixed offset
         off, proto = _COOKED[lt]
         if n < off:
             return None
-        etype = (data[proto] << 8) | data[proto + 1]
-        version = 4 if etype == _ETH_IPV4 else 6 if etype == _ETH_IPV6 else 0
+        version, off = _encapsulated(data, n, (data[proto] << 8) | data[proto + 1], off)
     elif lt == 101 or lt == 12 or lt == 14:  # raw IP: the version nibble says which
         if n < 1:
             return None
@@ -105,6 +168,11 @@ def decode(frame: Frame) -> Segment | None:
     elif lt == 229:
         off, version = 0, 6
     else:
+        return None
+    if version < 0:
+        if skipped is not None:
+            seen = skipped.setdefault(TOO_DEEP, [0, frame.index])
+            seen[0] += 1
         return None
 
     # ---- network layer: find the TCP header's offset and the IP payload length
@@ -247,8 +315,9 @@ def ethernet_tcp(buf: bytes, start: int, end: int) -> tuple | None:
     return None
 
 
-def segments(records) -> Iterator[Segment | None]:
-    """For each record of `capture.read_records`, the TCP segment it carries or None (as `decode`)."""
+def segments(records, skipped: dict | None = None) -> Iterator[Segment | None]:
+    """For each record of `capture.read_records`, the TCP segment it carries or None (as `decode`,
+    which counts frames skipped with a warning in `skipped`)."""
     fast = ethernet_tcp
     ts = _TS.unpack_from
     cache_get = _addr_cache.get
@@ -258,7 +327,7 @@ def segments(records) -> Iterator[Segment | None]:
     for index, t, lt, buf, start, end, orig, comment, iface, section in records:
         f = fast(buf, start, end) if lt == 1 else None
         if f is None:
-            yield decode(Frame(index, t, lt, buf[start:end], orig, comment, iface, section))
+            yield decode(Frame(index, t, lt, buf[start:end], orig, comment, iface, section), skipped)
             continue
         family, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1 = f
         if o0 == o1:

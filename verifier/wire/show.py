@@ -26,6 +26,7 @@ class CaptureStats:
     tcp: int = 0
     other: int = 0  # packets that are not TCP (counted, not errors)
     duplicates: int = 0  # loopback duplicate copies removed
+    skipped: dict = field(default_factory=dict)  # frames skipped with a warning: reason -> [count, first frame]
 
 
 @dataclass(slots=True)
@@ -40,7 +41,7 @@ class CaptureReading:
         stats = self.stats
         packets = tcp = 0
         try:
-            for seg in decode.segments(capture.read_records(self.stream, self.info)):
+            for seg in decode.segments(capture.read_records(self.stream, self.info), stats.skipped):
                 packets += 1
                 if seg is not None:
                     tcp += 1
@@ -77,6 +78,8 @@ class CaptureReading:
                 f"removed {self.stats.duplicates} duplicate copies of segments "
                 "(Linux lo shows raw-socket sniffers each packet twice)"
             )
+        for reason, (count, first) in self.stats.skipped.items():
+            out.append(f"skipped {count} frame{'s' if count > 1 else ''} with {reason} (the first: frame {first})")
         return out
 
 
@@ -287,9 +290,9 @@ def _facts_text(c: _Conn) -> str:
             f'"zeek_state": {json.dumps(facts["zeek_state"])}, "index": ')
 
 
-def _decoded(r: tuple) -> tuple | None:
+def _decoded(r: tuple, skipped: dict | None = None) -> tuple | None:
     """decode.decode of a record the fast path does not take, as the loop's fields (addresses packed)."""
-    seg = decode.decode(Frame(r[0], r[1], r[2], r[3][r[4] : r[5]], r[6], r[7], r[8], r[9]))
+    seg = decode.decode(Frame(r[0], r[1], r[2], r[3][r[4] : r[5]], r[6], r[7], r[8], r[9]), skipped)
     if seg is None:
         return None
     return (_packed(seg.src), seg.sport, _packed(seg.dst), seg.dport, seg.seq, seg.ack, seg.flags, seg.win,
@@ -311,6 +314,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     window = DUPLICATE_WINDOW
     lookback = -DUPLICATE_LOOKBACK
     shapes: dict[tuple, tuple[str, str]] = {}
+    skipped = stats.skipped
 
     def text(c: _Conn) -> str:
         stats.duplicates += c.duplicates
@@ -356,7 +360,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
             # ---- decode (as decode.segments)
             f = fast(buf, start, end) if lt == 1 else None
             if f is None:
-                f = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section))
+                f = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section), skipped)
                 if f is None:
                     continue
                 src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id = f
@@ -495,8 +499,11 @@ class _VerboseTranscriptHooks(_TranscriptHooks):
 
 
 def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks]) -> Iterator[str]:
+    skipped = reading.stats.skipped
+    bound = hooks()  # this reading's: frames decode skips with a warning are counted in its stats
+    bound.decoded = lambda record: _decoded(record, skipped)
     loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
-                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, hooks, transcript=hooks.transcript,
+                          DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, bound, transcript=hooks.transcript,
                           verbose=hooks.verbose)
     try:
         yield from loop
