@@ -32,6 +32,23 @@
 //   fail(message)                                      unexpected behaviour: stderr + exit code 1
 //   done({grace})                                      close listeners, let the process exit
 //   env, events                                        ports and host from the harness; what was logged
+//
+// HTTP (the objects come from the scenario's own node:http; the probe imports nothing more):
+//   watchHttpServer(server, side = "listener", {socketSide, errors})
+//       watchServer() plus `request` (method, url, httpVersion, connection, keepAlive: the
+//       request's headers that decide reuse, remotePort), `timeout` (remotePort) and
+//       `clientError` (code, remotePort). `timeout` and `clientError` are observed by wrapping
+//       server.emit, not by listening: a listener would change Node's default (no 408/400
+//       answer, no destroy of the timed-out socket). socketSide: watch() every accepted socket
+//       under that actor, with data: false (the http parser reads them) and `errors`
+//   watchRequest(req, side = "client", {socketSide, errors}) -> req
+//       an http.ClientRequest: `socket` (reused: req.reusedSocket), `response` (statusCode,
+//       connection, keepAlive headers), `responseEnd`, `close`, `error` (code; a code not in
+//       `errors` fails the program). socketSide: watch() the request's socket under that actor
+//       (each socket once, however many requests reuse it), data: false
+//   watchAgent(agent, side = "agent") -> agent        an http.Agent's `free` (localPort)
+//   blockLoop(ms)                                      block this process's event loop for ms
+//                                                      (Atomics.wait): timers and I/O wait behind it
 import * as fs from "node:fs";
 import * as net from "node:net";
 import process from "node:process";
@@ -292,4 +309,91 @@ export function done({ grace = 2000 } = {}) {
   }, grace);
   if (typeof timer?.unref === "function") timer.unref();
   else if (typeof globalThis.Deno?.unrefTimer === "function") globalThis.Deno.unrefTimer(timer);
+}
+
+// ---- HTTP ----------------------------------------------------------------------------------
+
+function header(headers, name) {
+  const v = headers?.[name];
+  return v === undefined ? null : v;
+}
+
+// Observe `names` of an emitter without becoming a listener: emit() still returns what it would
+// (false with no listener), so Node's defaults that depend on it are kept.
+function observeEmit(emitter, names, onEvent) {
+  const emit = emitter.emit;
+  emitter.emit = function (name, ...args) {
+    if (names.includes(name)) onEvent(name, ...args);
+    return emit.call(this, name, ...args);
+  };
+}
+
+export function watchHttpServer(server, side = "listener", { socketSide = null, errors = [] } = {}) {
+  watchServer(server, side);
+  if (socketSide !== null) {
+    checkSide(socketSide);
+    acceptedAs.set(server, socketSide);
+    server.on("connection", (socket) => watch(socket, socketSide, { data: false, errors }));
+  }
+  server.on("request", (req) =>
+    log(side, "request", {
+      method: req.method,
+      url: req.url,
+      httpVersion: req.httpVersion,
+      connection: header(req.headers, "connection"),
+      keepAlive: header(req.headers, "keep-alive"),
+      remotePort: req.socket?.remotePort,
+    }));
+  observeEmit(server, ["timeout", "clientError"], (name, a, b) => {
+    if (name === "timeout") log(side, "timeout", { remotePort: a?.remotePort });
+    else log(side, "clientError", { code: a?.code ?? null, remotePort: b?.remotePort });
+  });
+  return server;
+}
+
+const watchedSockets = new WeakSet();
+
+export function watchRequest(req, side = "client", { socketSide = null, errors = [] } = {}) {
+  checkSide(side);
+  if (socketSide !== null) checkSide(socketSide);
+  req.on("socket", (socket) => {
+    log(side, "socket", { reused: req.reusedSocket ?? null });
+    if (socketSide !== null && !watchedSockets.has(socket)) {
+      watchedSockets.add(socket);
+      watch(socket, socketSide, { data: false, errors });
+    }
+  });
+  req.on("response", (res) => {
+    log(side, "response", {
+      statusCode: res.statusCode,
+      connection: header(res.headers, "connection"),
+      keepAlive: header(res.headers, "keep-alive"),
+    });
+    res.on("end", () => log(side, "responseEnd"));
+  });
+  req.on("close", () => log(side, "close"));
+  req.on("error", (err) => {
+    const args = describeError(err);
+    log(side, "error", args);
+    if (!errors.includes(args.code)) fail(`${side}: unexpected error ${args.code}: ${args.message}`);
+  });
+  return req;
+}
+
+export function watchAgent(agent, side = "agent") {
+  checkSide(side);
+  agent.on("free", (socket) => log(side, "free", { localPort: socket?.localPort }));
+  return agent;
+}
+
+export function blockLoop(ms) {
+  const until = perf.now() + ms;
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  while (perf.now() < until) {
+    try {
+      Atomics.wait(cell, 0, 0, Math.max(1, until - perf.now()));
+    } catch {
+      // no Atomics.wait on this thread: spin
+    }
+  }
 }
