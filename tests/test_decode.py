@@ -152,6 +152,21 @@ def test_nested_link_headers_are_bounded_with_a_reason():
     assert "16 nested link-layer headers" in TOO_DEEP
 
 
+@pytest.mark.parametrize("linktype, data, loopback", [
+    (1, b"\0" * 12 + ether(V4)[12:], True),  # Linux lo: an Ethernet header of zero addresses
+    (1, ether(V4), False),
+    (1, b"\0" * 12 + encapsulated(V4, QINQ)[12:], True),
+    (113, sll(V4), True),  # ARPHRD_LOOPBACK (772)
+    (113, sll(V4)[:2] + b"\x00\x01" + sll(V4)[4:], False),  # ARPHRD_ETHER
+    (276, sll2(V4), True),
+    (276, sll2(V4)[:8] + b"\x00\x01" + sll2(V4)[10:], False),
+    (0, null(V4, 2, "little"), False),  # macOS/BSD lo0: never doubled
+    (101, V4, False),
+])
+def test_the_link_says_whether_it_is_linux_lo(linktype, data, loopback):
+    assert decode(frame(data, linktype)).loopback is loopback
+
+
 def test_ethernet_padding_does_not_count_as_payload():
     s = decode(frame(ether(ipv4_tcp(flags="."), pad_to=60)))
     assert s.payload_len == 0

@@ -227,14 +227,21 @@ def test_fast_paths_on_random_tracking_edge_cases(seed):
         assert check_bytes(data) == [], f"random capture {n} of seed {seed}"
 
 
-def _packets(*specs) -> bytes:
-    """A microsecond pcap of client (40000) <-> server (5000) segments: (us, side, flags, seq, ack)."""
+def _packets(*specs, proof: int = 0, loopback: bool = True) -> bytes:
+    """A microsecond pcap of client (40000) <-> server (5000) segments: (us, side, flags, seq, ack),
+    on Linux lo's Ethernet (zero addresses) unless not `loopback`; before them, `proof` RSTs of
+    another connection each written twice (as a sniffer that doubles lo writes them)."""
     from builders import ether, ipv4_tcp, pcap_file
 
+    macs = bytes(12) if loopback else b"\x02" * 12
     records = []
+    for i in range(proof):
+        frame = macs + ether(ipv4_tcp(flags="R", seq=i, sport=39999, dport=5000))[12:]
+        records += [(0, 0, frame), (0, 0, frame)]
     for us, side, flags, seq, ack in specs:
         ports = dict(sport=40000, dport=5000) if side == "C" else dict(sport=5000, dport=40000)
-        records.append((us // 1_000_000, us % 1_000_000, ether(ipv4_tcp(flags=flags, seq=seq, ack=ack, **ports))))
+        frame = macs + ether(ipv4_tcp(flags=flags, seq=seq, ack=ack, **ports))[12:]
+        records.append((us // 1_000_000, us % 1_000_000, frame))
     return pcap_file(records)
 
 
@@ -249,11 +256,63 @@ def test_a_copy_exactly_one_duplicate_window_later_is_a_duplicate():
 def test_a_copy_of_the_fourth_segment_back_is_a_duplicate_the_fifth_is_not():
     base = [(0, "C", "S", 1000, 0), (100, "S", "S.", 5000, 1001), (200, "C", ".", 1001, 5001),
             (300, "C", "P.", 1001, 5001), (400, "S", ".", 5001, 1006)]
-    fourth = _packets(*base[1:], (500, "S", "S.", 5000, 1001))
-    fifth = _packets(*base, (500, "C", "S", 1000, 0))
+    fourth = _packets(*base[1:], (500, "S", "S.", 5000, 1001), proof=12)
+    fifth = _packets(*base, (500, "C", "S", 1000, 0), proof=12)
     assert check_bytes(fourth) == [] and check_bytes(fifth) == []
-    assert [len(c.segments) for c in CaptureReading(io.BytesIO(fourth)).connections()] == [4]
-    assert [len(c.segments) for c in CaptureReading(io.BytesIO(fifth)).connections()] == [6]
+    assert [len(c.segments) for c in CaptureReading(io.BytesIO(fourth)).connections()] == [12, 4]
+    assert [len(c.segments) for c in CaptureReading(io.BytesIO(fifth)).connections()] == [12, 6]
+
+
+def test_copies_are_removed_only_while_the_doubling_is_proven():
+    # Doubling's bound, the same in every path: after 6 pairs, the SYN and the SYN-ACK unpaired,
+    # the copy of the ACK makes n = 16, k = 7 (8 * 2 <= 16): removed; after 5 pairs
+    # (n = 14, k = 6: 8 * 2 > 14) it is kept
+    tail = [(0, "C", "S", 1000, 0), (100, "S", "S.", 5000, 1001), (200, "C", ".", 1001, 5001),
+            (300, "C", ".", 1001, 5001)]
+    for proof, removed in ((6, True), (5, False)):
+        data = _packets(*tail, proof=proof)
+        assert check_bytes(data) == []
+        reading = CaptureReading(io.BytesIO(data))
+        assert [len(c.segments) for c in reading.connections()] == [proof, 4 - removed]
+        assert reading.stats.duplicates == proof + removed
+    # not on Linux lo's link: no copy is removed, however many
+    data = _packets(*tail, proof=8, loopback=False)
+    assert check_bytes(data) == []
+    reading = CaptureReading(io.BytesIO(data))
+    assert [len(c.segments) for c in reading.connections()] == [16, 4] and reading.warnings() == []
+
+
+LOOPBACK = DATA / "loopback"
+
+
+def _read(path: Path) -> tuple[CaptureReading, list]:
+    reading = CaptureReading(io.BytesIO(path.read_bytes()))
+    return reading, list(reading.connections())
+
+
+def test_a_capture_that_doubles_lo_is_read_as_libpcap_read_the_same_traffic():
+    # three connections on a netns's lo captured at once by scapy's sniff() (which keeps lo's
+    # outgoing copies), tcpdump -i lo and tcpdump -i any (libpcap drops them): the same segments
+    doubled, conns = _read(LOOPBACK / "linux-lo-scapy-sniff-doubled.pcap")
+    assert doubled.stats.packets == 60 and doubled.stats.duplicates == 30
+    (why,) = doubled.warnings()
+    assert why.startswith("removed 30 duplicate copies of segments (this capture shows Linux lo's doubling") and "scapy" in why
+    shape = [[(s.side, s.seq, s.ack, s.segment.flags, s.length) for s in c.segments] for c in conns]
+    for name in ("linux-lo-tcpdump.pcap", "linux-any-tcpdump-sll2.pcap"):
+        single, theirs = _read(LOOPBACK / name)
+        assert single.stats.duplicates == 0 and single.warnings() == []
+        assert [[(s.side, s.seq, s.ack, s.segment.flags, s.length) for s in c.segments] for c in theirs] == shape
+
+
+def test_an_ethernet_copy_is_kept_as_the_retransmission_it_is():
+    # the issue's capture: a byte-identical copy of a data segment 0.3 ms later, between 10.0.0.1
+    # and 10.0.0.2; Wireshark calls it [TCP Retransmission]
+    reading, (conn,) = _read(LOOPBACK / "ethernet-copy-retransmission.pcap")
+    assert reading.stats.duplicates == 0 and reading.warnings() == []
+    assert len(conn.segments) == 11
+    data = [s for s in conn.segments if s.length]
+    assert [s.segment.index for s in data[:2]] == [4, 5] and data[0].seq == data[1].seq
+    assert data[1].t - data[0].t == pytest.approx(0.0003, abs=1e-6)
 
 
 def test_frames_skipped_for_too_many_link_headers_are_named_in_a_warning():

@@ -8,8 +8,8 @@
  * error); this file does, per record, what the Python loop does: a fast path for the common case
  * of every link type decode knows (anything else goes to hooks.decoded(record), i.e. decode.decode;
  * the Python loop's fast path takes Ethernet only), track()'s and
- * Connection.add's rules (roles, relative numbers, loopback duplicates, reuse of a finished
- * 4-tuple, hand-on LINGER seconds after a connection finishes, in first-packet order), and the
+ * Connection.add's rules (roles, relative numbers, loopback duplicates where connections.Doubling
+ * proves them, reuse of a finished 4-tuple, hand-on LINGER seconds after a connection finishes, in first-packet order), and the
  * text. What is rare stays in Python through `hooks`: a connection's facts (classify.summary)
  * once per shape, the whole text of connections show.py does not memoise (a moved base, more than
  * `shape_max` segments), IPv6 address text, flags text, TCP options that differ in bytes but may
@@ -79,7 +79,8 @@ typedef struct {
     PyObject *records;
     PyObject *decoded, *conn_text, *facts_text, *addr_text, *flags_text, *same_options, *options_text;
     double linger, half_linger, window, ready, now;
-    Py_ssize_t lookback, shape_max, memo_max;
+    Py_ssize_t lookback, shape_max, memo_max, slack;
+    long long lo_segments, lo_copies; /* connections.Doubling's counts */
     Node **buckets;
     size_t nbuckets, nkeys;
     Conn *head, *tail;
@@ -492,6 +493,7 @@ typedef struct {
     long win;
     long long length;
     long ip_id;
+    int loopback; /* the link header is Linux lo's (Segment.loopback) */
     unsigned char opt_len;
     unsigned char opt[MAX_OPTIONS];
     PyObject *opt_obj; /* new reference, or NULL for raw options */
@@ -534,13 +536,17 @@ static int ip_version_of_bsd_family(uint32_t family) {
  * NULL/LOOP, Linux cooked SLL/SLL2, raw IP), then IPv4 without options or IPv6 without extension
  * headers (neither with a zero length), then TCP whose options are all captured: 1 when decoded
  * (as decode.decode would), 0 when the record is for decode.decode */
+static const unsigned char zero_macs[12];
+
 static int fast_decode(const unsigned char *b, Py_ssize_t n, long linktype, Packet *p) {
     Py_ssize_t off;
     int version;
+    p->loopback = 0;
     switch (linktype) {
-    case 1: /* Ethernet */
+    case 1: /* Ethernet (lo's: both addresses zero) */
         if (n < 14) return 0;
         off = 14, version = ip_version_of_ethertype(be16(b + 12));
+        p->loopback = memcmp(b, zero_macs, 12) == 0;
         break;
     case 0: /* NULL: the family in the capturing host's byte order (little-endian first, as decode) */
     case 108: { /* LOOP: network order */
@@ -550,13 +556,15 @@ static int fast_decode(const unsigned char *b, Py_ssize_t n, long linktype, Pack
         off = 4, version = ip_version_of_bsd_family(family);
         break;
     }
-    case 113: /* Linux cooked (SLL): protocol at 14, IP at 16 */
+    case 113: /* Linux cooked (SLL): ARPHRD type at 2, protocol at 14, IP at 16 */
         if (n < 16) return 0;
         off = 16, version = ip_version_of_ethertype(be16(b + 14));
+        p->loopback = be16(b + 2) == 772; /* ARPHRD_LOOPBACK */
         break;
-    case 276: /* SLL2: protocol at 0, IP at 20 */
+    case 276: /* SLL2: protocol at 0, ARPHRD type at 8, IP at 20 */
         if (n < 20) return 0;
         off = 20, version = ip_version_of_ethertype(be16(b));
+        p->loopback = be16(b + 8) == 772;
         break;
     case 101: case 12: case 14: /* raw IP: the version nibble */
         if (n < 1) return 0;
@@ -603,7 +611,7 @@ static int as_u32(PyObject *o, uint32_t *out) {
 }
 
 /* hooks.decoded(record): None, or (src, sport, dst, dport, seq, ack, flags, win, length, options,
- * ip_id) with packed addresses; 1 decoded, 0 not TCP, -1 error */
+ * ip_id, loopback) with packed addresses; 1 decoded, 0 not TCP, -1 error */
 static int slow_decode(Loop *self, PyObject *record, Packet *p) {
     PyObject *r = PyObject_CallOneArg(self->decoded, record);
     if (!r) return -1;
@@ -612,9 +620,11 @@ static int slow_decode(Loop *self, PyObject *record, Packet *p) {
         return 0;
     }
     PyObject *src, *dst, *sport, *dport, *seq, *ack, *flags, *win, *length, *options, *ip_id;
-    if (!PyArg_ParseTuple(r, "SOSOOOOOOOO", &src, &sport, &dst, &dport, &seq, &ack, &flags, &win, &length, &options,
-                          &ip_id))
+    int loopback;
+    if (!PyArg_ParseTuple(r, "SOSOOOOOOOOp", &src, &sport, &dst, &dport, &seq, &ack, &flags, &win, &length, &options,
+                          &ip_id, &loopback))
         goto fail;
+    p->loopback = loopback;
     Py_ssize_t alen = PyBytes_GET_SIZE(src);
     if ((alen != 4 && alen != 16) || PyBytes_GET_SIZE(dst) != alen) {
         PyErr_SetString(PyExc_ValueError, "decoded: addresses must be 4 or 16 packed bytes");
@@ -689,15 +699,19 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
     char side = (p->key.sport == cport && memcmp(p->key.src, caddr, k->alen) == 0) ? 'C' : 'S';
     int duplicate = 0;
     Py_ssize_t from = c->nsegs > self->lookback ? c->nsegs - self->lookback : 0;
-    for (Py_ssize_t i = from; i < c->nsegs; i++) {
-        const Seg *r = &c->segs[i];
-        if (r->seq == p->seq && r->ack == p->ack && r->side == side && t - r->t <= self->window && r->flags == flags &&
-            r->length == p->length && r->win == p->win && r->ip_id == p->ip_id) {
-            int same = same_options(self, r, p);
-            if (same < 0) goto fail;
-            if (same) {
-                duplicate = 1;
-                break;
+    if (p->loopback) { /* connections.Doubling.remove */
+        self->lo_segments++;
+        for (Py_ssize_t i = from; i < c->nsegs; i++) {
+            const Seg *r = &c->segs[i];
+            if (r->seq == p->seq && r->ack == p->ack && r->side == side && t - r->t <= self->window &&
+                r->flags == flags && r->length == p->length && r->win == p->win && r->ip_id == p->ip_id) {
+                int same = same_options(self, r, p);
+                if (same < 0) goto fail;
+                if (same) { /* a copy: removed when the doubling is proven (connections.doubled) */
+                    long long n = self->lo_segments, unpaired = n - 2 * ++self->lo_copies;
+                    duplicate = self->slack * unpaired <= (n > self->slack ? n : self->slack);
+                    break;
+                }
             }
         }
     }
@@ -840,11 +854,12 @@ static PyObject *Loop_next(Loop *self) {
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript",
-                         "verbose", NULL};
+                         "verbose", "slack", NULL};
     PyObject *records, *hooks;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$pp", kw, &records, &self->linger, &self->window,
+    self->slack = 8;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppn", kw, &records, &self->linger, &self->window,
                                      &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
-                                     &self->verbose))
+                                     &self->verbose, &self->slack))
         return -1;
     if (self->records) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
@@ -915,7 +930,7 @@ static PyTypeObject LoopType = {
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False, "
-              "verbose=False): the texts of show --json (or of show's transcript, -v's with verbose)",
+              "verbose=False, slack=8): the texts of show --json (or of show's transcript, -v's with verbose)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,

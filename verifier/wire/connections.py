@@ -12,11 +12,52 @@ from .model import ACK, FIN, RST, SYN, Segment
 MOD = 1 << 32
 HALF = 1 << 31
 
-# Linux `lo` hands a raw-socket sniffer every packet twice (the outgoing copy and the incoming
-# one), microseconds apart. A copy is identical to the original in every header field; a real
-# retransmission is at least an RTO (>= 200 ms on Linux, >= 10 ms for a tail-loss probe) later.
+# Linux `lo` hands a packet socket every packet twice: the outgoing copy (PACKET_OUTGOING) and the
+# incoming one, microseconds apart, identical in every header field. libpcap (tcpdump, dumpcap,
+# tshark) drops the outgoing copy on lo, with `-i lo` and `-i any` alike; a sniffer that does not
+# (scapy's sniff(), a raw AF_PACKET socket) writes each packet twice. So a copy is removed only
+# where that doubling is proven (see Doubling): elsewhere an identical segment within a
+# millisecond is what Wireshark calls it, a retransmission, and is kept.
 DUPLICATE_WINDOW = 0.001
 DUPLICATE_LOOKBACK = 4
+# Doubling: at most one loopback segment in DOUBLING_SLACK so far may lack its twin copy (the
+# capture started or stopped between the two copies, or the sniffer dropped one).
+DOUBLING_SLACK = 8
+DOUBLING_WHY = ("this capture shows Linux lo's doubling: nearly every segment on its loopback link came twice "
+                "within 1 ms, as a sniffer that keeps lo's outgoing copies writes them (scapy's sniff(); "
+                "libpcap drops them)")
+
+
+class Doubling:
+    """Whether a capture so far shows Linux lo's doubling, counted over its segments from a
+    loopback link (`Segment.loopback`: Ethernet with zero addresses, a cooked header of
+    ARPHRD_LOOPBACK; BSD/macOS lo0 never doubles, and other links are not loopback).
+
+    `remove(copy)` counts one such segment (`copy`: identical to one of the last
+    DUPLICATE_LOOKBACK segments of its connection within DUPLICATE_WINDOW) and says whether it
+    is a copy to remove: it is when, this one included, the segments without a twin are at most
+    one in DOUBLING_SLACK (or one) of the loopback segments so far. A capture written by libpcap
+    has no such pairs, so an occasional identical segment there is kept; one written by a sniffer
+    that doubles has nothing else. Every copy counts, removed or kept.
+    """
+
+    __slots__ = ("segments", "copies")
+
+    def __init__(self) -> None:
+        self.segments = 0
+        self.copies = 0
+
+    def remove(self, copy: bool) -> bool:
+        self.segments += 1
+        if not copy:
+            return False
+        self.copies += 1
+        return doubled(self.segments, self.copies)
+
+
+def doubled(segments: int, copies: int) -> bool:
+    """Whether `copies` twin copies among `segments` loopback segments prove the doubling."""
+    return DOUBLING_SLACK * (segments - 2 * copies) <= max(segments, DOUBLING_SLACK)
 
 # A finished connection (RST seen, or both FINs seen and the last one ACKed) is handed on once
 # capture time has moved this far past its last packet: late retransmissions, final ACKs or a
@@ -107,8 +148,9 @@ class Connection:
     def last_t(self) -> float:
         return self.segments[-1].t if self.segments else 0.0
 
-    def add(self, seg: Segment) -> bool:
-        """Add a segment (sent in this connection); False if it was a loopback duplicate copy."""
+    def add(self, seg: Segment, doubling: Doubling | None = None) -> bool:
+        """Add a segment (sent in this connection); False if it was a loopback duplicate copy
+        (only a segment from a loopback link, counted in `doubling`, can be one: see Doubling)."""
         client = self.client
         if seg.sport == client[1] and seg.src == client[0]:
             side, peer = "C", "S"
@@ -118,7 +160,8 @@ class Connection:
         seq = seg.seq
         ack = seg.ack
         flags = seg.flags
-        if segments:  # a loopback duplicate copy? (see DUPLICATE_WINDOW)
+        if seg.loopback and doubling is not None:  # a loopback duplicate copy? (see DUPLICATE_WINDOW)
+            copy = False
             t = seg.t
             for prev in segments[-DUPLICATE_LOOKBACK:]:
                 p = prev[3]
@@ -133,8 +176,11 @@ class Connection:
                     and p.ip_id == seg.ip_id
                     and p.options == seg.options
                 ):
-                    self.duplicates += 1
-                    return False
+                    copy = True
+                    break
+            if doubling.remove(copy):
+                self.duplicates += 1
+                return False
         base = self._base
         if flags & SYN:
             if side not in self._base_from_syn:
@@ -190,12 +236,14 @@ def _roles(seg: Segment) -> tuple[tuple[str, int], tuple[str, int]]:
 def track(segments: Iterable[Segment], linger: float = LINGER) -> Iterator[Connection]:
     """Group segments into connections, yielded in order of their first packet.
 
+    Identical copies are removed where the capture proves Linux lo's doubling (Doubling).
     Streaming: a connection is yielded once it and every connection that started before it
     are finished and `linger` seconds of capture time have passed, or at the end of input.
     """
     # each open connection under both directions of its 4-tuple: one lookup, no sorting
     open_by_key: dict[tuple, Connection] = {}
     pending: deque[Connection] = deque()
+    doubling = Doubling()
     count = 0
     for seg in segments:
         key = (seg.src, seg.sport, seg.dst, seg.dport)
@@ -207,7 +255,7 @@ def track(segments: Iterable[Segment], linger: float = LINGER) -> Iterator[Conne
             open_by_key[key] = conn
             open_by_key[(seg.dst, seg.dport, seg.src, seg.sport)] = conn
             pending.append(conn)
-        conn.add(seg)
+        conn.add(seg, doubling)
         # hand on finished connections from the head of the queue
         while pending:
             head = pending[0]

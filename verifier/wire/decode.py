@@ -18,6 +18,10 @@ Link layers (LINKTYPE_* values as they appear in pcap/pcapng files):
 - 113 Linux cooked (SLL), 276 Linux cooked v2 (SLL2); their protocol field goes through the same
   encapsulations as Ethernet's type.
 
+`Segment.loopback` says whether the link header is Linux `lo`'s: Ethernet with both addresses
+zero, or a cooked header with ARPHRD_LOOPBACK (772). Only there can a sniffer see every packet
+twice (see connections.Doubling).
+
 `payload_len` comes from the IP header's lengths (what was on the wire), not from the captured
 bytes; only an IPv4 total length of 0 (TCP segmentation offload) or an IPv6 payload length of 0
 (jumbogram) falls back to the captured length.
@@ -49,6 +53,8 @@ _PPPOE_SESSION, _PBB, _VNTAG = 0x8864, 0x88E7, 0x8926
 _PPP_IP = {0x0021: 4, 0x0057: 6}
 MAX_LINK_HEADERS = 16  # VLAN tags, MPLS labels, PPPoE/PBB/VN-Tag headers around one IP packet
 TOO_DEEP = f"more than {MAX_LINK_HEADERS} nested link-layer headers (VLAN tags, MPLS labels, PPPoE, PBB, VN-Tag)"
+_ZERO_MACS = bytes(12)
+_ARPHRD_LOOPBACK = 772
 _IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
 
 _NOP = ("nop", None)
@@ -69,8 +75,9 @@ def _addr(raw: bytes) -> str:
     return text
 
 
-# Linux cooked captures: linktype -> (IP header offset, offset of the 2-byte protocol field)
-_COOKED = {113: (16, 14), 276: (20, 0)}
+# Linux cooked captures: linktype -> (IP header offset, offset of the 2-byte protocol field,
+# offset of the 2-byte ARPHRD type)
+_COOKED = {113: (16, 14, 2), 276: (20, 0, 8)}
 
 
 def _encapsulated(data: bytes, n: int, etype: int, off: int) -> tuple[int, int]:
@@ -131,11 +138,13 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
     data = frame.data
     lt = frame.linktype
     n = len(data)
+    loopback = False
     # ---- link layer: find the IP header's offset and which IP version to expect
     if lt == 1:  # Ethernet
         if n < 14:
             return None
         etype = (data[12] << 8) | data[13]
+        loopback = data[:12] == _ZERO_MACS
         if etype == _ETH_IPV4:
             off, version = 14, 4
         elif etype == _ETH_IPV6:
@@ -154,9 +163,10 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
         off = 4
         version = 4 if family == _AF_INET else 6 if family in _AF_INET6 else 0
     elif lt in _COOKED:  # Linux cooked SLL / SLL2: the protocol field, then its payload at a fixed offset
-        off, proto = _COOKED[lt]
+        off, proto, hatype = _COOKED[lt]
         if n < off:
             return None
+        loopback = ((data[hatype] << 8) | data[hatype + 1]) == _ARPHRD_LOOPBACK
         version, off = _encapsulated(data, n, (data[proto] << 8) | data[proto + 1], off)
     elif lt == 101 or lt == 12 or lt == 14:  # raw IP: the version nibble says which
         if n < 1:
@@ -245,7 +255,7 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
     dst_text = _addr_cache.get(dst) or _addr(dst)
     return Segment(
         frame.index, frame.t, family, src_text, sport, dst_text, dport, seq, ack, flags, win,
-        ip_payload - thl, options, ip_id, frame.comment,
+        ip_payload - thl, options, ip_id, frame.comment, loopback,
     )
 
 
@@ -324,6 +334,7 @@ def segments(records, skipped: dict | None = None) -> Iterator[Segment | None]:
     nop_nop_ts = _NOP_NOP_TS
     nop = _NOP
     seg_new = Segment
+    zero_macs = _ZERO_MACS
     for index, t, lt, buf, start, end, orig, comment, iface, section in records:
         f = fast(buf, start, end) if lt == 1 else None
         if f is None:
@@ -337,4 +348,4 @@ def segments(records, skipped: dict | None = None) -> Iterator[Segment | None]:
         else:
             options = _options(buf, o0, o1)
         yield seg_new(index, t, family, cache_get(src) or _addr(src), sport, cache_get(dst) or _addr(dst), dport,
-                      seq, ack, flags, win, length, options, ip_id, comment)
+                      seq, ack, flags, win, length, options, ip_id, comment, buf[start : start + 12] == zero_macs)

@@ -43,6 +43,7 @@ class Segment:
     options: tuple = ()  # parsed TCP options: ("mss", 65495), ("wscale", 7), ("sackOK", None), ("TS", (val, ecr)), ...
     ip_id: int | None = None  # IPv4 identification (None for IPv6)
     comment: str | None = None
+    loopback: bool = False  # the link header is Linux lo's (where a sniffer may see each packet twice)
 
 
 @dataclass(slots=True)

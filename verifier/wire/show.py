@@ -10,7 +10,8 @@ from typing import BinaryIO, Iterator
 
 from . import capture, decode
 from .classify import summary
-from .connections import DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Connection, RelSegment, track
+from .connections import (DOUBLING_SLACK, DOUBLING_WHY, DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Connection,
+                          RelSegment, doubled, track)
 from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
 from .transcript import SegmentLine, flags_text, options_text
 
@@ -74,10 +75,7 @@ class CaptureReading:
     def warnings(self) -> list[str]:
         out = list(self.info.warnings)
         if self.stats.duplicates:
-            out.append(
-                f"removed {self.stats.duplicates} duplicate copies of segments "
-                "(Linux lo shows raw-socket sniffers each packet twice)"
-            )
+            out.append(f"removed {self.stats.duplicates} duplicate copies of segments ({DOUBLING_WHY})")
         for reason, (count, first) in self.stats.skipped.items():
             out.append(f"skipped {count} frame{'s' if count > 1 else ''} with {reason} (the first: frame {first})")
         return out
@@ -186,7 +184,7 @@ _INF = float("inf")
 # - decode: decode.segments' fast path (Ethernet + IPv4/IPv6 + TCP), inline; anything else is
 #   decoded by decode.decode; TCP options are kept raw and parsed only to compare duplicates;
 # - tracking: track() and Connection.add's rules, step for step (roles, bases, relative numbers,
-#   duplicates, reuse of a finished 4-tuple, hand-on after LINGER);
+#   duplicates where Doubling proves them, reuse of a finished 4-tuple, hand-on after LINGER);
 # - facts and text, memoised by the connection's *shape* (per segment: side, relative seq and ack,
 #   flags, length). classify reads nothing else of a segment but frame order (the list order),
 #   and compares raw numbers only with seq_geq between numbers of one side's sequence space, so
@@ -296,7 +294,7 @@ def _decoded(r: tuple, skipped: dict | None = None) -> tuple | None:
     if seg is None:
         return None
     return (_packed(seg.src), seg.sport, _packed(seg.dst), seg.dport, seg.seq, seg.ack, seg.flags, seg.win,
-            seg.payload_len, seg.options, seg.ip_id)
+            seg.payload_len, seg.options, seg.ip_id, seg.loopback)
 
 
 def _segment_template(r: tuple) -> str:
@@ -315,6 +313,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     lookback = -DUPLICATE_LOOKBACK
     shapes: dict[tuple, tuple[str, str]] = {}
     skipped = stats.skipped
+    zero_macs = bytes(12)
 
     def text(c: _Conn) -> str:
         stats.duplicates += c.duplicates
@@ -354,6 +353,7 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     ready = _INF
     half_linger = linger * 0.5
     count = packets = tcp = 0
+    lo_segments = lo_copies = 0  # connections.Doubling's counts
     try:
         for index, t, lt, buf, start, end, orig, comment, iface, section in records:
             packets += 1
@@ -363,10 +363,11 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
                 f = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section), skipped)
                 if f is None:
                     continue
-                src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id = f
+                src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id, loopback = f
             else:
                 _, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1 = f
                 options = buf[o0:o1] if o1 > o0 else ()
+                loopback = buf[start : start + 12] == zero_macs
             tcp += 1
             # ---- track (as track())
             key = (src, sport, dst, dport)
@@ -390,13 +391,15 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
             segs = c.segs
             side = "C" if sport == c.cport and src == c.caddr else "S"
             duplicate = False
-            if segs:
+            if loopback:  # (as Doubling.remove)
+                lo_segments += 1
                 for r in segs[lookback:]:
                     if (
                         r[8] == seq and r[9] == ack and r[0] == side and t - r[5] <= window and r[3] == flags
                         and r[4] == length and r[7] == win and r[10] == ip_id and _same_options(r[11], options)
                     ):
-                        duplicate = True
+                        lo_copies += 1
+                        duplicate = doubled(lo_segments, lo_copies)
                         break
             if duplicate:
                 c.duplicates += 1
@@ -504,7 +507,7 @@ def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks])
     bound.decoded = lambda record: _decoded(record, skipped)
     loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
                           DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, bound, transcript=hooks.transcript,
-                          verbose=hooks.verbose)
+                          verbose=hooks.verbose, slack=DOUBLING_SLACK)
     try:
         yield from loop
     finally:  # as segments(): published however the reading ends
