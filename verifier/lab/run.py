@@ -29,6 +29,10 @@ from .process import Cancelled, run_program
 from .host import LOOPBACK_INTERFACE, Host, os_family
 from .runtime import Runtime
 
+# The program's side of the fault channel (lab.fault): copied beside the program and the probe as
+# ./fault.mjs wherever the probe goes (the work folder's copy, the overlay on the user's folder).
+FAULT_MODULE = Path(__file__).with_name("fault.mjs")
+
 EVENT_LOG_CAP = 4 << 20  # bytes of probe log read back at most
 NO_CONNECTION = "the program made no TCP connection: nothing of it was on the wire"
 
@@ -142,7 +146,8 @@ def stage_program(scenario: Scenario, work: Path, user: tuple[int, int], family:
         program = work / scenario.program.name
         shutil.copyfile(scenario.program, program)
         shutil.copyfile(PROBE, work / PROBE.name)
-        for p in (program, work / PROBE.name):
+        shutil.copyfile(FAULT_MODULE, work / FAULT_MODULE.name)
+        for p in (program, work / PROBE.name, work / FAULT_MODULE.name):
             os.chown(p, *user)
         return Staged(program, work, work / PROBE.name, events_file)
     program = scenario.program.resolve()
@@ -162,18 +167,20 @@ OVERLAY_UNSAFE = (",", ":", "\\", "\n")
 
 # Inside the program's mount namespace (`ip netns exec` makes one, its mounts private to it): a
 # tmpfs for overlayfs' upper and work folders, the probe in the upper folder, which takes the
-# lower folder's owner and mode (it stands for the folder itself), the overlay on the scenario's
-# folder, then the program, from that folder. Arguments: the tmpfs mount point, the folder, the probe.
+# lower folder's owner and mode (it stands for the folder itself), the fault module beside it,
+# the overlay on the scenario's folder, then the program, from that folder. Arguments: the tmpfs
+# mount point, the folder, the probe, the fault module.
 OVERLAY_SCRIPT = """set -e
 mount -t tmpfs -o mode=0755 verifier "$1"
 mkdir "$1/upper" "$1/work"
 cp "$3" "$1/upper/probe.mjs"
-chmod 0644 "$1/upper/probe.mjs"
+cp "$4" "$1/upper/fault.mjs"
+chmod 0644 "$1/upper/probe.mjs" "$1/upper/fault.mjs"
 chown --reference="$2" "$1/upper"
 chmod --reference="$2" "$1/upper"
 mount -t overlay verifier -o "lowerdir=$2,upperdir=$1/upper,workdir=$1/work" "$2"
 cd "$2"
-shift 3
+shift 4
 exec "$@"
 """
 
@@ -185,7 +192,8 @@ def overlay_command(ns, argv: list[str], user: tuple[int, int], staged: Staged, 
     as_user = ns.command(argv, user=user)[len(enter):]  # setpriv ... -- argv
     point = work / "overlay"
     point.mkdir()
-    return enter + ["sh", "-c", OVERLAY_SCRIPT, "verifier-overlay", str(point), str(staged.overlay), str(PROBE), *as_user]
+    return enter + ["sh", "-c", OVERLAY_SCRIPT, "verifier-overlay", str(point), str(staged.overlay), str(PROBE),
+                    str(FAULT_MODULE), *as_user]
 
 
 def unreadable(program: Path, user: tuple[int, int]) -> str | None:
@@ -202,7 +210,7 @@ def unreadable(program: Path, user: tuple[int, int]) -> str | None:
     return why
 
 
-def program_env(scenario: Scenario, runtime: Runtime, work: Path, staged: Staged) -> dict[str, str]:
+def program_env(scenario: Scenario, runtime: Runtime, work: Path, staged: Staged, faults=None) -> dict[str, str]:
     """Exactly the environment a scenario program gets."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "VERIFIER_EVENTS": str(staged.events_file),
            "VERIFIER_PROBE": str(staged.probe), **scenario.env, **runtime.env}
@@ -210,6 +218,8 @@ def program_env(scenario: Scenario, runtime: Runtime, work: Path, staged: Staged
         env["DENO_DIR"] = str(work / ".deno")
     if staged.overlay is not None:
         env.pop("DENO_NO_PACKAGE_JSON", None)  # the user's package.json and node_modules are theirs to use
+    if faults is not None:
+        env.update(faults.env)  # VERIFIER_FAULT: the channel's socket
     return env
 
 
@@ -249,6 +259,16 @@ def syn_rto_for(scenario: Scenario, family: str):
     return SynRtoCgroup(scenario.syn_rto, source=str(scenario.program))
 
 
+def faults_for(ns, family: str, work: Path, user: tuple[int, int], scenario: Scenario):
+    """The fault channel of the run (lab.fault: `await fault(...)` in the program), in the scenario's
+    namespace; a null context (None) off Linux, where the program's fault() then fails saying why."""
+    if family != "linux":
+        return contextlib.nullcontext(None)
+    from .fault import FaultChannel
+
+    return FaultChannel(ns, work, user, default_port=int(scenario.env.get("VERIFIER_PORT", "5000")))
+
+
 def capture_for(backend: str, family: str, scenario: Scenario):
     """The capture backend: any on Linux (inside the namespace); tcpdump/dumpcap with a port filter elsewhere."""
     if family == "linux":
@@ -271,11 +291,12 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
         staged = stage_program(scenario, work, user, family)
         if scenario.syn_rto is not None and family != "linux":
             result.notes.append(SYN_RTO_IGNORED)
-        with place_for(scenario, family) as ns, syn_rto_for(scenario, family) as cgroup:
+        with place_for(scenario, family) as ns, syn_rto_for(scenario, family) as cgroup, \
+                faults_for(ns, family, work, user, scenario) as faults:
             cap = capture_for(backend, family, scenario)
             cap.start(ns)
             try:
-                env = program_env(scenario, runtime, work, staged)
+                env = program_env(scenario, runtime, work, staged, faults)
                 if stop is not None and stop.is_set():
                     raise Cancelled("the run was interrupted")
                 command = runtime.command(staged.program, own_config=staged.overlay is not None)
@@ -291,6 +312,9 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
             except BaseException:
                 cap.close()  # interrupted: release the sniffer, keep nothing
                 raise
+            if faults is not None:
+                faults.close()  # the relay stops before the capture drains: nothing re-enters the wire after
+                result.problems += faults.problems()
             captured = cap.stop()
         result.duration = proc.duration
         result.stderr = proc.stderr
