@@ -552,3 +552,42 @@ def test_a_pipe_s_short_reads_give_the_same_records_warnings_and_errors_on_every
         if step == 1 and len(data) > 20000:
             data = data[:20000]  # (a byte per read is slow: the start of big ones is enough)
         assert outcome(Trickle(data, step)) == outcome(io.BytesIO(data)), path.name
+
+
+class Pausing(Trickle):
+    """A Trickle that pauses (read returns None, as a non-blocking stream with nothing there) every other read."""
+
+    def __init__(self, data: bytes, step: int):
+        super().__init__(data, step)
+        self.reads = self.pauses = 0
+
+    def read(self, n=-1):
+        self.reads += 1
+        if self.reads % 2:
+            self.pauses += 1
+            return None
+        return super().read(n)
+
+
+def records_and_pauses(stream):
+    """(frame number, t, bytes) of each record, how many PAUSEs came between them, and the error."""
+    records, pauses, error = [], 0, None
+    try:
+        for r in capture.read_records(stream):
+            if r is capture.PAUSE:
+                pauses += 1
+            else:
+                records.append((r[0], r[1], bytes(r[3][r[4] : r[5]])))
+    except CaptureError as e:
+        error = (e.message, e.offset)
+    return records, pauses, error
+
+
+@pytest.mark.parametrize("path", [*FOREIGN, *VARIANTS[:4], *MALFORMED], ids=lambda p: p.name)
+def test_a_paused_stream_yields_pause_between_records_and_the_same_records(path):
+    data = path.read_bytes()[:50000]
+    records, pauses, error = records_and_pauses(Pausing(data, 97))
+    assert (records, error) == records_and_pauses(io.BytesIO(data))[::2]
+    if records and len(data) > 400:
+        assert pauses > 0
+    assert outcome(Pausing(data, 97)) == outcome(io.BytesIO(data))  # read_frames waits pauses through

@@ -3,6 +3,7 @@ Ctrl-C ends it like the end of the capture; both loops of `show` read it as they
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from verifier.wire import show
+from verifier.wire import capture
 from verifier.wire.capture import read_frames
 from verifier.wire.connections import LINGER
 from verifier.wire.show import CaptureReading
@@ -27,7 +29,7 @@ def piped(data: bytes, pause_at: int | None = None, pause: float = 0.0, close: b
     r, w = os.pipe()
 
     def write():
-        with os.fdopen(w, "wb", buffering=0) as out:
+        with os.fdopen(w, "wb", buffering=0) as out, contextlib.suppress(BrokenPipeError):  # (the test may be done)
             cut = len(data) if pause_at is None else pause_at
             out.write(data[:cut])
             if pause:
@@ -138,3 +140,14 @@ def test_both_loops_read_a_pipe_as_they_read_the_file(path):
         assert list(show._compiled_texts(a, LINGER, show._Hooks)) == list(show._json_connections(b, LINGER))
         a.stream.close()
         b.stream.close()
+
+
+def test_a_pause_of_the_stream_reads_as_none_then_the_stream_goes_on():
+    data = (DATA / "foreign" / "linux-sll-lo-fin.pcap").read_bytes()
+    stream = piped(data, pause_at=24 + 100, pause=0.5)  # the header and part of a record, then nothing for 0.5 s
+    stream.rewind()
+    stream.pause = 0.1
+    records = list(capture.read_records(stream))
+    assert None in records  # capture.PAUSE, between two records
+    assert [r[0] for r in records if r is not None] == [f.index for f in read_frames(io.BytesIO(data))]
+    stream.close()

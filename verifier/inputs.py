@@ -11,7 +11,10 @@ once and wrapped in `Stream`, which
   the reader of the output while the capture is still being written, with one flush per pause of
   the input, not one per connection;
 - ends like the end of the stream once `Interrupt` has seen Ctrl-C: the capture reader finishes
-  normally, so everything read is shown and the JSON document is completed.
+  normally, so everything read is shown and the JSON document is completed;
+- with `pause` set (seconds), returns None when nothing has arrived for that long (and again after
+  each such wait): the capture reader yields `capture.PAUSE` there, for a reader that hands on
+  finished connections when traffic stops (see cli.cmd_show).
 
 `Checked` does the last of these for regular files. `Interrupt` is the SIGINT handler `show`
 installs while it reads (main thread only): the first Ctrl-C ends the input, a second one raises
@@ -79,6 +82,7 @@ class Stream:
 
     def __init__(self, fd: int, name: str, owner=None) -> None:
         self.fd = fd
+        _grow_pipe(fd)
         self.name = name
         self._owner = owner  # the file object that closes fd (None for standard input: not ours to close)
         self._recorded: list[bytes] | None = []
@@ -87,6 +91,7 @@ class Stream:
         self.cut = False  # ended by Ctrl-C, not by the writer
         self.interrupt: Interrupt | None = None
         self.on_wait: Callable[[], None] | None = None
+        self.pause: float | None = None  # seconds without input after which read() returns None
 
     def rewind(self) -> None:
         """Read again from the first byte: what was read so far is replayed, then the stream goes on."""
@@ -94,7 +99,7 @@ class Stream:
         self._recorded = None
         self.delivered = 0
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytes | None:
         if self._replay:
             if n < 0 or n >= len(self._replay):
                 data, self._replay = self._replay, b""
@@ -103,19 +108,21 @@ class Stream:
             self.delivered += len(data)
             return data
         data = self._arrived(n if n > 0 else 1 << 20)
+        if data is None:
+            return None
         if self._recorded is not None:
             self._recorded.append(data)
         self.delivered += len(data)
         return data
 
-    def _arrived(self, n: int) -> bytes:
+    def _arrived(self, n: int) -> bytes | None:
         interrupt = self.interrupt
         wake = interrupt.wake if interrupt is not None else None
         while True:
             if interrupt is not None and interrupt.seen:
                 self.cut = True
                 return b""
-            if wake is not None or self.on_wait is not None:
+            if wake is not None or self.on_wait is not None or self.pause is not None:
                 poll = select.poll()
                 poll.register(self.fd, select.POLLIN)
                 if not poll.poll(0):  # nothing there yet: show what was printed, then wait
@@ -123,7 +130,9 @@ class Stream:
                         self.on_wait()
                     if wake is not None:
                         poll.register(wake, select.POLLIN)
-                    events = poll.poll()
+                    events = poll.poll(None if self.pause is None else max(1, round(self.pause * 1000)))
+                    if not events:
+                        return None  # paused
                     if wake is not None and any(fd == wake for fd, _ in events):
                         interrupt.drain()
                         continue
@@ -187,6 +196,17 @@ def open_stream(path: str) -> Stream:
     except OSError as e:
         raise CaptureError(f"{path}: cannot read: {e.strerror}") from None
     return Stream(f.fileno(), path, owner=f)
+
+
+def _grow_pipe(fd: int) -> None:
+    """A pipe's buffer as big as Linux lets anyone make it (1 MiB): a burst of packets is read in fewer
+    reads, and a writer waits less often on a reader that is busy printing. Anything else: as it is."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError):
+        pass
 
 
 class _Fd:

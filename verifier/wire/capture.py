@@ -29,6 +29,12 @@ Formats:
   "os", "comment", "fcs_len";
 - `warnings`: e.g. "truncated: last record cut short at byte offset N".
 
+Streams: `stream.read(n)` may return fewer than n bytes (a pipe gives what has arrived); only b""
+is the end. A stream may also return None, as a non-blocking raw stream does when nothing is
+there: it says the stream *paused* (inputs.Stream does it after a wall-clock pause, when asked
+to). `read_records` then yields `PAUSE` (None) in place of a record, at a record boundary, and
+reads on; before the file header, or from `read_frames`, a pause is just waited through.
+
 Errors: a file that is not a capture, or whose structure is impossible (unsupported version,
 bad block length, a length beyond `MAX_RECORD`, an option running past its block, a packet
 naming an interface that does not exist...) raises `CaptureError(message, offset)`, with
@@ -50,6 +56,7 @@ from verifier.wire.model import CaptureInfo, Frame
 CHUNK = 1 << 20  # bytes read from the stream at a time
 MAX_RECORD = (256 << 20) + (128 << 10)  # largest record/block accepted (Wireshark's MAX_BLOCK_SIZE)
 MAX_SNAPLEN_DEFAULT = 262144  # what libpcap and Wireshark assume when the snaplen says nothing useful
+PAUSE = None  # what read_records yields where its stream paused (see "Streams" above)
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -95,6 +102,8 @@ def read_frames(stream: BinaryIO, info: CaptureInfo | None = None) -> Iterator[F
 
 def _frames(records: Iterator[tuple]) -> Iterator[Frame]:
     for r in records:
+        if r is PAUSE:
+            continue
         frame = Frame(r[0], r[1], r[2], r[3][r[4] : r[5]], r[6], r[7], r[8], r[9])
         del r  # hold no reference to the reader's chunk while it reads the next one
         yield frame
@@ -103,7 +112,8 @@ def _frames(records: Iterator[tuple]) -> Iterator[Frame]:
 def read_records(stream: BinaryIO, info: CaptureInfo | None = None) -> Iterator[tuple]:
     """`read_frames` without the `Frame`s: for each packet record a tuple
     (index, t, linktype, buf, start, end, orig_len, comment, interface, section) whose captured
-    bytes are `buf[start:end]` (`buf` is the reader's current chunk: use it before the next record).
+    bytes are `buf[start:end]` (`buf` is the reader's current chunk: use it before the next record);
+    `PAUSE` (None) where a stream paused (only a stream whose read returns None does).
 
     For readers that decode in place (`verifier show` on million-packet files): no copy of
     the packet bytes and no object per packet. Same checks, errors, warnings and `info`.
@@ -125,19 +135,41 @@ def read_records(stream: BinaryIO, info: CaptureInfo | None = None) -> Iterator[
     raise CaptureError(f"not a pcap or pcapng file (unknown magic 0x{head.hex()})", 0)
 
 
-def _fill(stream: BinaryIO, rest: bytes, need: int) -> bytes:
-    """`rest` plus what the stream gives, read CHUNK bytes at a time, until `need` bytes or end of file."""
+def _fill(stream: BinaryIO, rest: bytes, need: int, pauses: bool = False) -> bytes:
+    """`rest` plus what the stream gives, read CHUNK bytes at a time, until `need` bytes or end of file.
+
+    A pause of the stream (read returned None) raises `_Paused` with what was read when `pauses`,
+    else it is waited through."""
     parts = [rest] if rest else []
     have = len(rest)
     while have < need:
         data = stream.read(CHUNK)
         if not data:
+            if data is None:
+                if pauses:
+                    raise _Paused(b"".join(parts))
+                continue
             break
         parts.append(data)
         have += len(data)
     if len(parts) == 1:
         return parts[0]
     return b"".join(parts) if parts else b""
+
+
+class _Paused(Exception):
+    def __init__(self, rest: bytes):
+        self.rest = rest
+
+
+def _refill(stream: BinaryIO, rest: bytes, need: int):
+    """`_fill` for the record loops: yields PAUSE each time the stream pauses, then returns the bytes."""
+    while True:
+        try:
+            return _fill(stream, rest, need, True)
+        except _Paused as paused:
+            rest = paused.rest
+            yield PAUSE
 
 
 def _truncated(info: CaptureInfo, what: str, offset: int) -> None:
@@ -184,7 +216,7 @@ def _pcap_records(stream, buf, info, s, magic, linktype, scale, limit) -> Iterat
         if pos + hlen > n:
             base += pos
             buf = buf[pos:]  # let the old chunk go before reading the next one
-            buf = _fill(stream, buf, hlen)
+            buf = yield from _refill(stream, buf, hlen)
             pos, n = 0, len(buf)
             if hlen > n:
                 if n:
@@ -200,7 +232,7 @@ def _pcap_records(stream, buf, info, s, magic, linktype, scale, limit) -> Iterat
         if end > n:
             base += pos
             buf = buf[pos:]
-            buf = _fill(stream, buf, hlen + incl)
+            buf = yield from _refill(stream, buf, hlen + incl)
             pos, n = 0, len(buf)
             start, end = hlen, hlen + incl
             if end > n:
@@ -278,7 +310,7 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
         if pos + 12 > n:
             base += pos
             buf = buf[pos:]
-            buf = _fill(stream, buf, 12)
+            buf = yield from _refill(stream, buf, 12)
             pos, n = 0, len(buf)
             if n < 12:
                 if n:
@@ -298,7 +330,7 @@ def _pcapng_blocks(stream: BinaryIO, buf: bytes, info: CaptureInfo) -> Iterator[
         if end > n:
             base += pos
             buf = buf[pos:]
-            buf = _fill(stream, buf, blen)
+            buf = yield from _refill(stream, buf, blen)
             pos, n = 0, len(buf)
             end = blen
             if end > n:
