@@ -11,8 +11,9 @@
  * Connection.add's rules (roles, relative numbers, loopback duplicates where connections.Doubling
  * proves them, reuse of a finished 4-tuple, hand-on LINGER seconds after a connection finishes, in first-packet order), and the
  * text. What is rare stays in Python through `hooks`: a connection's facts (classify.summary)
- * once per shape, the whole text of connections show.py does not memoise (a moved base, more than
- * `shape_max` segments), IPv6 address text, flags text, TCP options that differ in bytes but may
+ * once per shape (with the ports' class, from the `server_ports` bitmap, and zero windows), the
+ * whole text of connections show.py does not memoise (a moved base, more than `shape_max`
+ * segments, packets spanning `untimed_span` seconds or more), IPv6 address text, flags text, TCP options that differ in bytes but may
  * parse the same. Every float operation is the Python loop's, in the same order (IEEE doubles;
  * built with -ffp-contract=off), so times compare and print identically. tests/test_show.py pins
  * this, the Python loop and the plain object path together. */
@@ -78,7 +79,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *records;
     PyObject *decoded, *conn_text, *facts_text, *addr_text, *flags_text, *same_options, *options_text;
-    double linger, half_linger, window, ready, now;
+    double linger, half_linger, window, ready, now, untimed_span;
+    Py_buffer server_ports; /* zeek.LIKELY_SERVER_PORT_BITS: bit p % 8 of byte p / 8 (len 0: none) */
     Py_ssize_t lookback, shape_max, memo_max, slack;
     long long lo_segments, lo_copies; /* connections.Doubling's counts */
     Node **buckets;
@@ -367,16 +369,42 @@ static PyObject *call_with_conn(PyObject *hook, const Conn *c) {
 
 /* ------------------------------------------------------------------ a finished connection's text */
 
-/* hooks.facts_text of the connection, memoised by its shape (per segment: side, relative seq and
- * ack, flags, length); a new reference */
+static int likely_server_port(const Loop *self, unsigned port) {
+    const unsigned char *bits = self->server_ports.buf;
+    return (Py_ssize_t)(port >> 3) < self->server_ports.len && (bits[port >> 3] >> (port & 7)) & 1;
+}
+
+/* zeek.port_class(client port, server port) */
+static int port_class(const Loop *self, const Conn *c) {
+    const Key *k = &c->key;
+    unsigned cp = c->client_is_src ? k->sport : k->dport, sp = c->client_is_src ? k->dport : k->sport;
+    int cs = likely_server_port(self, cp), ss = likely_server_port(self, sp);
+    return cs + 2 * ss + (cs && ss ? 4 * (cp < sp) + 8 * (sp < cp) : 0);
+}
+
+/* show._timed: whether the packets span untimed_span seconds or more (or times that do not compare) */
+static int timed(const Loop *self, const Conn *c) {
+    double lo = c->segs[0].t, hi = lo;
+    for (Py_ssize_t i = 0; i < c->nsegs; i++) {
+        double t = c->segs[i].t;
+        if (t < lo) lo = t;
+        if (t > hi) hi = t;
+    }
+    return !(hi - lo < self->untimed_span);
+}
+
+/* hooks.facts_text of the connection, memoised by its shape (the ports' class; per segment: side,
+ * relative seq and ack, flags, length, whether the window is zero); a new reference */
 static PyObject *facts_of(Loop *self, const Conn *c) {
-    size_t rec = 1 + 4 + 4 + 4 + 8;
-    PyObject *shape = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(rec * (size_t)c->nsegs));
+    size_t rec = 1 + 4 + 4 + 4 + 8 + 1;
+    PyObject *shape = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(1 + rec * (size_t)c->nsegs));
     if (!shape) return NULL;
     char *p = PyBytes_AS_STRING(shape);
+    *p++ = (char)port_class(self, c);
     for (Py_ssize_t i = 0; i < c->nsegs; i++) {
         const Seg *s = &c->segs[i];
         int32_t flags = s->flags;
+        *p++ = (char)(s->win == 0);
         *p++ = s->side;
         memcpy(p, &s->rseq, 4), p += 4;
         memcpy(p, &s->rack, 4), p += 4;
@@ -472,7 +500,7 @@ static int out_transcript(Loop *self, const Conn *c, PyObject *facts) {
 /* a finished connection's text (connection_json, or connection_text in text mode) */
 static PyObject *conn_text(Loop *self, Conn *c) {
     self->duplicates += c->duplicates;
-    if (c->moved || c->nsegs > self->shape_max) return call_with_conn(self->conn_text, c);
+    if (c->moved || c->nsegs > self->shape_max || timed(self, c)) return call_with_conn(self->conn_text, c);
     PyObject *facts = facts_of(self, c);
     if (!facts) return NULL;
     self->out_len = 0;
@@ -854,17 +882,18 @@ static PyObject *Loop_next(Loop *self) {
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript",
-                         "verbose", "slack", NULL};
+                         "verbose", "slack", "server_ports", "untimed_span", NULL};
     PyObject *records, *hooks;
-    self->slack = 8;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppn", kw, &records, &self->linger, &self->window,
-                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
-                                     &self->verbose, &self->slack))
-        return -1;
     if (self->records) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
         return -1;
     }
+    self->slack = 8;
+    self->untimed_span = INFINITY;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d", kw, &records, &self->linger, &self->window,
+                                     &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
+                                     &self->verbose, &self->slack, &self->server_ports, &self->untimed_span))
+        return -1;
     if (!(self->records = PyObject_GetIter(records))) return -1;
     struct { PyObject **slot; const char *name; } names[] = {
         {&self->decoded, "decoded"},       {&self->conn_text, "conn_text"},   {&self->facts_text, "facts_text"},
@@ -912,6 +941,7 @@ static void Loop_dealloc(Loop *self) {
     Py_XDECREF(self->same_options);
     Py_XDECREF(self->options_text);
     Py_XDECREF(self->shapes);
+    if (self->server_ports.obj) PyBuffer_Release(&self->server_ports);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -930,7 +960,7 @@ static PyTypeObject LoopType = {
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False, "
-              "verbose=False, slack=8): the texts of show --json (or of show's transcript, -v's with verbose)",
+              "verbose=False, slack=8, server_ports=b'', untimed_span=inf): the texts of show --json (or of show's transcript, -v's with verbose)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,

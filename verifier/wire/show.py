@@ -14,6 +14,7 @@ from .connections import (DOUBLING_SLACK, DOUBLING_WHY, DUPLICATE_LOOKBACK, DUPL
                           RelSegment, doubled, track)
 from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
 from .transcript import SegmentLine, flags_text, options_text
+from .zeek import LIKELY_SERVER_PORT_BITS, UNTIMED_SPAN, port_class
 
 try:  # the same loop compiled (setup.py builds it when a C compiler is there; see _showloop.c)
     from . import _showloop
@@ -186,11 +187,13 @@ _INF = float("inf")
 # - tracking: track() and Connection.add's rules, step for step (roles, bases, relative numbers,
 #   duplicates where Doubling proves them, reuse of a finished 4-tuple, hand-on after LINGER);
 # - facts and text, memoised by the connection's *shape* (per segment: side, relative seq and ack,
-#   flags, length). classify reads nothing else of a segment but frame order (the list order),
-#   and compares raw numbers only with seq_geq between numbers of one side's sequence space, so
-#   its verdict is a function of the shape while each side's base stays put (a SYN after other
-#   segments of its side moves it: such connections are classified from real objects, as are
-#   long ones); the shape's JSON is a template with only t, frame and win to fill in.
+#   flags, length, whether the window is zero; and the ports' zeek.port_class). classify reads
+#   nothing else of a segment but frame order (the list order) and capture times (Zeek's timers:
+#   only when the packets span zeek.UNTIMED_SPAN or more), and compares raw numbers only with
+#   seq_geq between numbers of one side's sequence space, so its verdict is a function of the
+#   shape while each side's base stays put (a SYN after other segments of its side moves it: such
+#   connections are classified from real objects, as are long ones and ones that span timers'
+#   time); the shape's JSON is a template with only t, frame and win to fill in.
 # bench/check_fast_paths.py compares this path with connections() + connection_json on every capture.
 
 SHAPE_MAX_SEGMENTS = 32  # longer connections are classified and formatted one by one
@@ -281,6 +284,19 @@ def _packed(address: str) -> bytes:
     return raw
 
 
+def _timed(segs: list) -> bool:
+    """Whether a connection's packets span UNTIMED_SPAN or more (or times that do not compare):
+    then Zeek's timers may read its times, and its facts are not the shape's."""
+    lo = hi = segs[0][5]
+    for r in segs:
+        t = r[5]
+        if t < lo:
+            lo = t
+        if t > hi:
+            hi = t
+    return not hi - lo < UNTIMED_SPAN
+
+
 def _facts_text(c: _Conn) -> str:
     """The part of a connection's JSON between the server and the index's value."""
     facts = summary(_connection(c))
@@ -318,9 +334,9 @@ def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
     def text(c: _Conn) -> str:
         stats.duplicates += c.duplicates
         segs = c.segs
-        if c.moved or len(segs) > SHAPE_MAX_SEGMENTS:
+        if c.moved or len(segs) > SHAPE_MAX_SEGMENTS or _timed(segs):
             return connection_json(_connection(c))
-        shape = tuple([r[:5] for r in segs])
+        shape = (port_class(c.cport, c.server[1]), tuple([r[:5] for r in segs]), tuple([not r[7] for r in segs]))
         memo = shapes.get(shape)
         if memo is None:
             memo = (_facts_text(c), ", ".join([_segment_template(r) for r in segs]))
@@ -507,7 +523,8 @@ def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks])
     bound.decoded = lambda record: _decoded(record, skipped)
     loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
                           DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, bound, transcript=hooks.transcript,
-                          verbose=hooks.verbose, slack=DOUBLING_SLACK)
+                          verbose=hooks.verbose, slack=DOUBLING_SLACK,
+                          server_ports=LIKELY_SERVER_PORT_BITS, untimed_span=UNTIMED_SPAN)
     try:
         yield from loop
     finally:  # as segments(): published however the reading ends
