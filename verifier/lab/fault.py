@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -162,6 +163,7 @@ class FaultChannel:
         self.log: list[str] = []  # one line per request: what was applied, or why not
         self.relay = None
         self._server: socket.socket | None = None
+        self._wake_r, self._wake_w = -1, -1  # close() wakes the serving thread at once (no polling)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._lock = threading.Lock()
@@ -184,20 +186,21 @@ class FaultChannel:
             os.chown(self.path, *self.user)
             os.chmod(self.path, 0o600)
             server.listen(8)
-            server.settimeout(0.1)  # so close() is noticed within 100 ms
         except BaseException:
             server.close()
             raise
         self._server = server
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._serve, name=f"fault-{self.ns.name}", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
         while not self._stopping:
+            ready, _, _ = select.select([self._server, self._wake_r], [], [])
+            if self._wake_r in ready:
+                return
             try:
                 conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
             except OSError:
                 return
             with conn:
@@ -252,10 +255,18 @@ class FaultChannel:
     def close(self) -> None:
         """Stop serving and stop the relay (what it still held is dropped: lost in the network). Idempotent."""
         self._stopping = True
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
         with self._lock:
             if self._thread is not None and self._thread is not threading.current_thread():
                 self._thread.join()
             self._thread = None
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._wake_r, self._wake_w = -1, -1
             if self._server is not None:
                 self._server.close()
                 self._server = None
