@@ -240,10 +240,15 @@ class FaultChannel:
                 self.relay.close()
                 self.relay = None
                 raise FaultError(f"cannot start the relay for {fault.kind}: {e.strerror or e}") from None
-        # the relay's rules first (packets it may be given), then its nft forwarding, then the drops
+        # the relay's rules first (packets it may be given), then, in one nft transaction, its
+        # forwarding from lo's egress and the drops on input
+        ruleset = nft_table([r for f in nft for r in nft_rules(f)])
         if self.relay is not None:
+            from verifier.lab.relay import nft_relay_table
+
             self.relay.set_rules(relayed)
-        apply_nft(self.ns, nft_table([r for f in nft for r in nft_rules(f)]))
+            ruleset = nft_relay_table(relayed) + ruleset
+        apply_nft(self.ns, ruleset)
         self.faults = faults
 
     def problems(self) -> list[str]:
