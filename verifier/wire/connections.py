@@ -24,8 +24,8 @@ DUPLICATE_LOOKBACK = 4
 # capture started or stopped between the two copies, or the sniffer dropped one).
 DOUBLING_SLACK = 8
 DOUBLING_WHY = ("this capture shows Linux lo's doubling: nearly every segment on its loopback link came twice "
-                "within 1 ms, as a sniffer that keeps lo's outgoing copies writes them (scapy's sniff(); "
-                "libpcap drops them)")
+                "within 1 ms, as a sniffer that keeps lo's outgoing copies writes them, scapy's sniff() for one; "
+                "libpcap drops those copies")
 
 
 class Doubling:

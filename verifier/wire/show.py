@@ -76,7 +76,7 @@ class CaptureReading:
     def warnings(self) -> list[str]:
         out = list(self.info.warnings)
         if self.stats.duplicates:
-            out.append(f"removed {self.stats.duplicates} duplicate copies of segments ({DOUBLING_WHY})")
+            out.append(f"removed {self.stats.duplicates} duplicate copies of segments, because {DOUBLING_WHY}")
         for reason, (count, first) in self.stats.skipped.items():
             out.append(f"skipped {count} frame{'s' if count > 1 else ''} with {reason} (the first: frame {first})")
         return out
