@@ -104,7 +104,8 @@ ENCAPSULATED = ["encapsulations/qinq.pcap", "encapsulations/mpls.pcap", "encapsu
                 "zeek/traces/mixed-vlan-mpls.pcap", "zeek/traces/mpls-in-vlan.pcap", "zeek/traces/pbb.pcap",
                 "zeek/traces/vntag_vlan_sandwich_clean.pcap"]
 LOOPBACK = ["loopback/linux-lo-scapy-sniff-doubled.pcap", "loopback/linux-lo-tcpdump.pcap",
-            "loopback/linux-any-tcpdump-sll2.pcap", "loopback/ethernet-copy-retransmission.pcap"]
+            "loopback/linux-any-tcpdump-sll2.pcap", "loopback/ethernet-copy-retransmission.pcap",
+            "loopback/linux-lo-packet-socket-sll-doubled.pcap"]
 
 
 @pytest.mark.parametrize("name", ENCAPSULATED + LOOPBACK)

@@ -304,6 +304,11 @@ def test_a_capture_that_doubles_lo_is_read_as_libpcap_read_the_same_traffic():
         single, theirs = _read(LOOPBACK / name)
         assert single.stats.duplicates == 0 and single.warnings() == []
         assert [[(s.side, s.seq, s.ack, s.segment.flags, s.length) for s in c.segments] for c in theirs] == shape
+    # the same program's traffic through a packet socket that writes cooked (SLL) records itself:
+    # every packet as PACKET_OUTGOING, then as PACKET_HOST, on ARPHRD_LOOPBACK
+    cooked, theirs = _read(LOOPBACK / "linux-lo-packet-socket-sll-doubled.pcap")
+    assert cooked.stats.packets == 60 and cooked.stats.duplicates == 30
+    assert [[(s.side, s.seq, s.ack, s.segment.flags, s.length) for s in c.segments] for c in theirs] == shape
 
 
 def test_an_ethernet_copy_is_kept_as_the_retransmission_it_is():
