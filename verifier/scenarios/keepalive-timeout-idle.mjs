@@ -1,8 +1,10 @@
 // keepalive-timeout-idle: the http server closes an idle keep-alive connection with a FIN keepAliveTimeout + 1 s after its response
 // seed: none (field report)
-// source: nodejs/node#13391
-// The report (node 8.0): the new 5 s server.keepAliveTimeout cut connections. Here the timeout is
-// 100 ms and the response announces `Keep-Alive: timeout=0` (floor(100 / 1000)).
+// source: nodejs/node#13655
+// node#13655 (node 8.1): a client pooling sockets for 6 s saw the server close idle ones after a
+// few seconds: the new 5 s server.keepAliveTimeout (node#13391 is the same timer cutting a busy,
+// long request, fixed in 8.1.1; this scenario measures the idle close). Here the timeout is 100 ms
+// and the response announces `Keep-Alive: timeout=0` (floor(100 / 1000)).
 // @1: a keep-alive http.Agent reads that hint and does not keep the socket: its FIN follows the
 // response at once (node 20: the hint's 0 s is the agent's free-socket timeout).
 // @2: a raw client (net) sends the same GET by hand, reads the response and waits: nothing is

@@ -1,8 +1,9 @@
 // set-timeout: socket.setTimeout() only emits 'timeout': nothing goes on the wire until the program closes the socket itself
 // seed: none (field report)
-// source: nodejs/node#9012
-// Users expect an idle timeout to close the connection; Node documents that it does not. After a
-// ping/pong exchange (so each side has had data and the close below is the same every run) the
+// source: FurqanSoftware/node-whois#33
+// node-whois#33: on a lookup timeout the socket stayed open and CLI scripts never exited (fixed
+// by calling destroy() in 'timeout'). Node documents that a timeout closes nothing.
+// After a ping/pong exchange (so each side has had data and the close below is the same every run) the
 // client calls setTimeout(50): 50 ms of silence later it emits 'timeout' and the wire shows
 // nothing at all (no FIN, no RST, no keep-alive probe); only then does the program call end().
 // timeout: 10
