@@ -560,8 +560,8 @@ static int ip_version_of_bsd_family(uint32_t family) {
     return family == 2 ? 4 : (family == 24 || family == 28 || family == 30) ? 6 : 0;
 }
 
-/* decode.decode's common case, for each link type it knows (Ethernet without VLAN tags, BSD
- * NULL/LOOP, Linux cooked SLL/SLL2, raw IP), then IPv4 without options or IPv6 without extension
+/* decode.decode's common case, for each link type it knows (Ethernet with at most two VLAN tags,
+ * BSD NULL/LOOP, Linux cooked SLL/SLL2, raw IP; other encapsulations go to decode.decode), then IPv4 without options or IPv6 without extension
  * headers (neither with a zero length), then TCP whose options are all captured: 1 when decoded
  * (as decode.decode would), 0 when the record is for decode.decode */
 static const unsigned char zero_macs[12];
@@ -571,11 +571,19 @@ static int fast_decode(const unsigned char *b, Py_ssize_t n, long linktype, Pack
     int version;
     p->loopback = 0;
     switch (linktype) {
-    case 1: /* Ethernet (lo's: both addresses zero) */
+    case 1: { /* Ethernet (lo's: both addresses zero), through up to two 802.1Q/802.1ad/QinQ tags */
         if (n < 14) return 0;
-        off = 14, version = ip_version_of_ethertype(be16(b + 12));
+        unsigned type = be16(b + 12);
+        off = 14;
+        for (int tags = 0; tags < 2 && (type == 0x8100 || type == 0x88A8 || type == 0x9100); tags++) {
+            if (n < off + 4) return 0;
+            type = be16(b + off + 2);
+            off += 4;
+        }
+        version = ip_version_of_ethertype(type);
         p->loopback = memcmp(b, zero_macs, 12) == 0;
         break;
+    }
     case 0: /* NULL: the family in the capturing host's byte order (little-endian first, as decode) */
     case 108: { /* LOOP: network order */
         if (n < 4) return 0;
