@@ -11,7 +11,8 @@ from .errors import UsageError
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
 PROBE = BUILTIN_DIR / "probe.mjs"
 PROGRAM_SUFFIX = ".mjs"
-NOT_SCENARIOS = {"probe.mjs"}
+NOT_SCENARIOS = {"probe.mjs", "fault.mjs"}  # the modules scenarios import
+HARNESS_MODULES = {"./" + name for name in NOT_SCENARIOS}  # laid beside every program by the lab
 
 # Default addresses/ports: every scenario has its own namespace, so fixed ports cannot collide
 # and transcripts stay the same from run to run.
@@ -131,13 +132,13 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
 
 
 def self_contained(text: str) -> bool:
-    """Whether a program imports nothing but ./probe.mjs and Node's built-ins (so a copy of it
-    alone runs as well as the original)."""
+    """Whether a program imports nothing but the harness's modules (./probe.mjs, ./fault.mjs) and
+    Node's built-ins (so a copy of it alone runs as well as the original)."""
     if _DYNAMIC_IMPORT.search(text):
         return False
     for m in _SPECIFIER.finditer(text):
         spec = m["spec"]
-        if spec != "./" + PROBE.name and not spec.startswith("node:") and spec not in NODE_BUILTINS:
+        if spec not in HARNESS_MODULES and not spec.startswith("node:") and spec not in NODE_BUILTINS:
             return False
     return True
 

@@ -31,7 +31,7 @@ from .runtime import Runtime
 
 # The program's side of the fault channel (lab.fault): copied beside the program and the probe as
 # ./fault.mjs wherever the probe goes (the work folder's copy, the overlay on the user's folder).
-FAULT_MODULE = Path(__file__).with_name("fault.mjs")
+FAULT_MODULE = PROBE.with_name("fault.mjs")
 
 EVENT_LOG_CAP = 4 << 20  # bytes of probe log read back at most
 NO_CONNECTION = "the program made no TCP connection: nothing of it was on the wire"

@@ -15,8 +15,7 @@
 // sysctl: net.ipv4.tcp_retries2=1
 // timeout: 10
 import * as net from "node:net";
-import { accept, connect, done, env, invoke, listen, once, watchServer } from "./probe.mjs";
-import { fault } from "./fault.mjs";
+import { accept, connect, done, env, fault, invoke, listen, once, watchServer } from "./probe.mjs";
 
 const server = watchServer(net.createServer());
 const accepted = accept(server);

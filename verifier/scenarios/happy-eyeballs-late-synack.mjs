@@ -12,8 +12,7 @@
 // 100 ms after its SYN there is no socket for it: the client's kernel answers R. The client
 // stays connected 150 ms more (past the late SYN-ACK), then end()s.
 import * as net from "node:net";
-import { accept, connect, done, env, familyOptions, invoke, listen, once, watchServer } from "./probe.mjs";
-import { fault } from "./fault.mjs";
+import { accept, connect, done, env, familyOptions, fault, invoke, listen, once, watchServer } from "./probe.mjs";
 
 await fault("delay", { address: "::1", port: env.port, direction: "from", ms: 100 });
 const server = watchServer(net.createServer({ allowHalfOpen: true }));

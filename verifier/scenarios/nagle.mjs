@@ -11,8 +11,7 @@
 // right after the writes would send the held byte at once, with the FIN (measured: the FIN
 // pushes out what Nagle holds, 1 ms after the first byte, ACK or not).
 import * as net from "node:net";
-import { accept, connect, done, endOnEnd, env, invoke, listen, once, watchServer } from "./probe.mjs";
-import { fault } from "./fault.mjs";
+import { accept, connect, done, endOnEnd, env, fault, invoke, listen, once, watchServer } from "./probe.mjs";
 
 await fault("delay", { port: env.port, direction: "from", ms: 50 });
 const server = watchServer(net.createServer({ allowHalfOpen: true }));

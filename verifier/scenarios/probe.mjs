@@ -32,6 +32,7 @@
 //   fail(message)                                      unexpected behaviour: stderr + exit code 1
 //   done({grace})                                      close listeners, let the process exit
 //   env, events                                        ports and host from the harness; what was logged
+//   fault(kind, options) -> Promise                    a network fault from the lab, in place when it resolves (fault.mjs)
 //
 // HTTP (the objects come from the scenario's own node:http; the probe imports nothing more):
 //   watchHttpServer(server, side = "listener", {socketSide, errors})
@@ -397,3 +398,6 @@ export function blockLoop(ms) {
     }
   }
 }
+
+// Faults at a point the program chooses (the lab's, docs/faults.md): `await fault("blackhole", ...)`.
+export { fault } from "./fault.mjs";
