@@ -348,3 +348,20 @@ def test_memory_stays_flat_on_a_long_stream():
     growth = rss["end"] - rss["start"]
     # holding the ~270k connections printed in between would take hundreds of MB
     assert growth < 20 << 20, f"RSS grew {growth >> 20} MiB from 10 % to 90 % of the stream"
+
+
+def test_without_the_compiled_loop_show_says_once_it_takes_the_slow_path(monkeypatch, capsys):
+    from verifier.cli import main
+    from verifier.wire import show
+
+    capture = Path(__file__).parent / "data" / "analysis" / "keepalive.pcap"
+    assert main(["show", "--json", str(capture)]) == 0
+    fast = capsys.readouterr()
+    monkeypatch.setattr(show, "_showloop", None)
+    assert main(["show", "--json", str(capture), str(capture)]) == 0
+    slow = capsys.readouterr()
+    assert slow.out == fast.out.replace("]}\n", "") + slow.out[len(fast.out.replace("]}\n", "")):]  # same document start
+    assert slow.err.count("slow path") == 1 and "slow path" not in fast.err
+    doc = __import__("json").loads(slow.out)
+    labels = [s["analysis"] for s in doc["files"][0]["connections"][0]["segments"]]
+    assert labels[5:7] == [["keep-alive"], ["keep-alive-ack"]]

@@ -119,7 +119,7 @@ def test_open_stream_names_what_it_cannot_open(tmp_path):
         open_stream(str(tmp_path / "missing"))
 
 
-LOOPS = [("python", lambda r: show._json_connections(r, LINGER)), ("text", lambda r: r.connection_texts())]
+LOOPS = [("objects", lambda r: [show.connection_json(c) for c in r.connections()]), ("text", lambda r: r.connection_texts())]
 if show._showloop is not None:
     LOOPS.append(("compiled", lambda r: show._compiled_texts(r, LINGER, show._Hooks)))
 
@@ -135,9 +135,9 @@ def test_both_loops_read_a_pipe_as_they_read_the_file(path):
         reading = CaptureReading(stream)
         assert (list(loop(reading)), reading.stats, reading.warnings()) == expected, name
         stream.close()
-    if show._showloop is not None:  # and the compiled loop says what the Python one says
+    if show._showloop is not None:  # and the compiled loop says what the object path says
         a, b = CaptureReading(piped(data)), CaptureReading(piped(data))
-        assert list(show._compiled_texts(a, LINGER, show._Hooks)) == list(show._json_connections(b, LINGER))
+        assert list(show._compiled_texts(a, LINGER, show._Hooks)) == [show.connection_json(c) for c in b.connections()]
         a.stream.close()
         b.stream.close()
 

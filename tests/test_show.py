@@ -1,7 +1,8 @@
-"""Tests of verifier.wire.show: the fast paths `show --json` takes give, text for text, what the
-plain object path gives (connections(), connection_record) — on every capture in tests/data, a
-synthetic capture of random microsecond timestamps, and random captures built to hit the edges
-of connection tracking. `bench/check_fast_paths.py` runs the same checks on the big bench files."""
+"""Tests of verifier.wire.show: the compiled loop `show` takes gives, text for text, what the plain
+object path gives (connections(), connection_record, connection_text) — on every capture in
+tests/data, a synthetic capture of random microsecond timestamps, random captures built to hit
+the edges of connection tracking and TCP analysis, and mutated real captures.
+`bench/check_fast_paths.py` runs the same checks on the big bench files."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from verifier.wire.show import CaptureReading, connection_json, connection_recor
 DATA = Path(__file__).parent / "data"
 CAPTURES = sorted(p for p in DATA.rglob("*") if p.suffix in (".pcap", ".pcapng"))
 RANDOM_CAPTURES = 150
-# the two loops of `show --json` (connections_json takes the compiled one when it is built)
-# and the compiled loop's transcript texts (show's default output), each with what it must equal
-LOOPS = [("python", show._json_connections, "json")] + ([
+# the compiled loop's texts (connections_json and connection_texts take it when it is built: JSON,
+# transcript, -v transcript), each with what it must equal
+LOOPS = ([
     ("compiled", lambda reading, linger: show._compiled_texts(reading, linger, show._Hooks), "json"),
     ("compiled transcript", lambda reading, linger: show._compiled_texts(reading, linger, show._TranscriptHooks), "text"),
     ("compiled -v transcript", lambda reading, linger: show._compiled_texts(reading, linger, show._VerboseTranscriptHooks),
@@ -202,12 +203,11 @@ def random_capture(rng: random.Random) -> bytes:
 
 
 def test_the_compiled_loop_is_built_where_it_must_be():
-    # an install without a C compiler falls back to the Python loop; CI must test the compiled one
+    # an install without a C compiler falls back to the object path; CI must test the compiled loop
     if os.environ.get("CI"):
         assert show._showloop is not None, "verifier/wire/_showloop.c was not built (gcc, Python's headers?)"
     reading = CaptureReading(io.BytesIO(b""))
-    expected = show._compiled_texts if show._showloop else show._json_connections
-    assert reading.connections_json().gi_code is expected.__code__
+    assert (reading.connections_json().gi_code is show._compiled_texts.__code__) == (show._showloop is not None)
     assert (reading.connection_texts().gi_code is show._compiled_texts.__code__) == (show._showloop is not None)
     assert (reading.connection_texts(verbose=True).gi_code is show._compiled_texts.__code__) == (show._showloop is not None)
 
@@ -399,3 +399,32 @@ def test_fast_paths_on_mutated_real_captures(seed):
             else:
                 data[pos:pos] = rng.randbytes(rng.randrange(1, 64))
         assert check_bytes(bytes(data)) == [], f"mutation {n} of seed {seed}"
+
+
+def test_analysis_labels_of_forgotten_conversations_and_self_connects_match():
+    from verifier.wire.analysis import FORGET_AFTER
+
+    later = int(FORGET_AFTER * 1e6) + 5_000_000
+    specs = [(0, "C", "S", 1000, 0), (100, "S", "S.", 5000, 1001), (200, "C", ".", 1001, 5001), (300, "C", "R.", 1001, 5001),
+             (later, "C", "S", 77, 0), (later + 100, "S", "S.", 99, 78), (later + 200, "C", "S", 77, 0)]
+    data = _packets(*specs, loopback=False)
+    assert check_bytes(data) == []
+    labels = [s.segment.analysis for c in CaptureReading(io.BytesIO(data)).connections() for s in c.segments]
+    assert labels[4] == ("reused-ports",) and labels[6] == ("retransmission",)  # the state was forgotten, the bases not
+    from builders import ether, ipv4_tcp, pcap_file
+
+    self_connect = [ether(ipv4_tcp(flags=f, seq=s, ack=a, sport=5000, dport=5000))
+                    for f, s, a in (("S", 1000, 0), ("S.", 1000, 1001), (".", 1001, 1001), (".", 1001, 1001), ("P.", 1001, 1001))]
+    assert check_bytes(pcap_file(self_connect)) == []
+
+
+def test_the_analysis_forgets_and_clears_as_the_reference_does(monkeypatch):
+    # conversations idle a millisecond are forgotten and at most 4 bases kept: every path of the
+    # analysis's memory taken in both copies, on random captures (which reuse 4-tuples a lot)
+    from verifier.wire import analysis
+
+    monkeypatch.setattr(analysis, "FORGET_AFTER", 0.001)
+    monkeypatch.setattr(analysis, "BASES_MAX", 4)
+    rng = random.Random(7)
+    for n in range(20):
+        assert check_bytes(random_capture(rng)) == [], f"random capture {n}"

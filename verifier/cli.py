@@ -87,6 +87,12 @@ def cmd_show(args, out) -> int:
             else:
                 with open_capture(path) as stream:
                     _check_header(read_frames, stream, path)
+        from .wire import show
+
+        if show._showloop is None:  # said once: the output is the same, only slower
+            print("verifier: show's compiled loop is not built here: reading on the slow path (the same output, "
+                  "about 5x slower; install a verifier wheel, or gcc and Python's headers, then reinstall)",
+                  file=sys.stderr)
         with Interrupt() as interrupt:
             return _show(args, out, streams, interrupt)
     finally:

@@ -1,22 +1,22 @@
-/* The loop of `verifier show`, compiled: decode, track and text (JSON or transcript) of every
- * packet, the same texts as verifier/wire/show.py's `_json_connections` (its pure-Python twin, which
- * runs when this module is not built) and `connection_text` (the object path).
+/* The loop of `verifier show`, compiled: decode, analyse, track and text (JSON or transcript) of
+ * every packet, the same texts as verifier/wire/show.py's object path (`connections()` with
+ * `connection_json` / `connection_text`: the reference, and what runs when this is not built).
  *
  * show.py's `_compiled_texts` drives it: `Loop(records, linger, window, lookback, shape_max,
  * memo_max, hooks, transcript=False, verbose=False)` is an iterator of connection texts. `records` is
  * capture.read_records(...) (the pure-Python reader keeps every format rule, check, warning and
- * error); this file does, per record, what the Python loop does: a fast path for the common case
- * of every link type decode knows (anything else goes to hooks.decoded(record), i.e. decode.decode;
- * the Python loop's fast path takes Ethernet only), track()'s and
+ * error); this file does, per record, what the object path does: a fast path for the common case
+ * of every link type decode knows (anything else goes to hooks.decoded(record), i.e. decode.decode),
+ * wire.analysis's Analyzer (its TCP analysis labels), track()'s and
  * Connection.add's rules (roles, relative numbers, loopback duplicates where connections.Doubling
  * proves them, reuse of a finished 4-tuple, hand-on LINGER seconds after a connection finishes, in first-packet order), and the
  * text. What is rare stays in Python through `hooks`: a connection's facts (classify.summary)
  * once per shape (with the ports' class, from the `server_ports` bitmap, and zero windows), the
  * whole text of connections show.py does not memoise (a moved base, more than `shape_max`
  * segments, packets spanning `untimed_span` seconds or more), IPv6 address text, flags text, TCP options that differ in bytes but may
- * parse the same. Every float operation is the Python loop's, in the same order (IEEE doubles;
+ * parse the same. Every float operation is the Python code's, in the same order (IEEE doubles;
  * built with -ffp-contract=off), so times compare and print identically. tests/test_show.py pins
- * this, the Python loop and the plain object path together. */
+ * this to the plain object path. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -39,6 +39,7 @@ typedef struct {
     long win;
     long ip_id; /* -1: None (IPv6, or decode gave None) */
     int flags;
+    int labels; /* TCP analysis labels: analysis.py's TCP_A_* bits */
     char side; /* 'C' or 'S' */
     unsigned char opt_len; /* raw options (the fast path) when opt_obj is NULL */
     unsigned char opt[MAX_OPTIONS];
@@ -75,6 +76,12 @@ typedef struct Node {
     struct Node *next;
 } Node;
 
+typedef struct ANode ANode;
+typedef struct {
+    ANode **buckets;
+    size_t nbuckets, nkeys;
+} ATable; /* a 4-tuple table of the analysis (conversations, bases) */
+
 typedef struct {
     PyObject_HEAD
     PyObject *records;
@@ -92,6 +99,10 @@ typedef struct {
     int verbose; /* connection_text's verbose: window and options too */
     PyObject *shapes; /* dict: shape bytes -> facts text */
     PyObject *flags_cache[512];
+    ATable convs, bases; /* the analysis's conversations (both directions) and forgotten ones' bases */
+    double sweep_at, forget_after;
+    Py_ssize_t max_unacked, bases_max;
+    long long fast_rtx_ns, ooo_ns;
     char *out;
     size_t out_len, out_cap;
 } Loop;
@@ -235,8 +246,10 @@ static inline int out_ll(Loop *self, long long v) {
     return out_bytes(self, p, (size_t)(end - p));
 }
 
-/* t as the Python loop writes it: from whole microseconds when t is one (see show.py), else
- * repr(t), else (inf, nan) json's Infinity / -Infinity / NaN */
+/* t as connection_json writes it (repr(t); json's Infinity / -Infinity / NaN for inf and nan),
+ * without repr's costly shortest-digits search when t is a whole number of microseconds (classic
+ * pcap): us / 1e6 == t says the decimal us/1e6 is what t was rounded from, and below 2**32 s (ulp
+ * < 1e-6) no other decimal of <= 6 fractional digits rounds to t, so it is the shortest: repr's */
 static int out_t(Loop *self, double t) {
     char tmp[40];
     if (1.0 <= t && t < 4294967296.0) {
@@ -315,7 +328,7 @@ static PyObject *endpoint_tuple(const unsigned char *addr, int alen, unsigned po
 }
 
 /* (index, client, server, segs, base_c, base_s, syn_c, syn_s, client_isn, fin_c, fin_s, acked_c,
- * acked_s, rst, duplicates, moved): show._Conn's fields, segs as the Python loop's 13-tuples */
+ * acked_s, rst, duplicates, moved): show._Conn's fields, segs as its 14-tuples */
 static PyObject *conn_tuple(const Conn *c) {
     const Key *k = &c->key;
     PyObject *src = endpoint_tuple(k->src, k->alen, k->sport), *dst = endpoint_tuple(k->dst, k->alen, k->dport);
@@ -326,9 +339,9 @@ static PyObject *conn_tuple(const Conn *c) {
         PyObject *options = options_object(s);
         if (!options) goto done;
         PyObject *ip_id = s->ip_id < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(s->ip_id);
-        PyObject *r = ip_id ? Py_BuildValue("(sIIiLdLlIINNO)", s->side == 'C' ? "C" : "S", s->rseq, s->rack, s->flags,
+        PyObject *r = ip_id ? Py_BuildValue("(sIIiLdLlIINNOi)", s->side == 'C' ? "C" : "S", s->rseq, s->rack, s->flags,
                                             s->length, s->t, s->frame, s->win, s->seq, s->ack, ip_id, options,
-                                            s->comment)
+                                            s->comment, s->labels)
                             : NULL;
         if (!r) {
             if (!ip_id) Py_DECREF(options);
@@ -440,6 +453,8 @@ static int out_flags(Loop *self, int flags) {
     return rc;
 }
 
+static int out_labels(Loop *self, int labels, const char *quote, const char *between); /* below, with the analysis */
+
 /* connection_json(conn): facts is `"outcome": ..., "index": ` */
 static int out_json(Loop *self, const Conn *c, PyObject *facts) {
     if (OUT_LIT(self, "{\"client\": \"") < 0 || out_endpoints(self, c, "\", \"server\": \"") < 0 ||
@@ -455,7 +470,8 @@ static int out_json(Loop *self, const Conn *c, PyObject *facts) {
             OUT_LIT(self, "\", \"seq\": ") < 0 || out_ll(self, s->rseq) < 0 || OUT_LIT(self, ", \"ack\": ") < 0 ||
             out_ll(self, s->rack) < 0 || OUT_LIT(self, ", \"len\": ") < 0 || out_ll(self, s->length) < 0 ||
             OUT_LIT(self, ", \"frame\": ") < 0 || out_ll(self, s->frame) < 0 || OUT_LIT(self, ", \"win\": ") < 0 ||
-            out_ll(self, s->win) < 0 || OUT_LIT(self, "}") < 0)
+            out_ll(self, s->win) < 0 || OUT_LIT(self, ", \"analysis\": [") < 0 ||
+            out_labels(self, s->labels, "\"", ", ") < 0 || OUT_LIT(self, "]}") < 0)
             return -1;
     }
     return OUT_LIT(self, "]}");
@@ -492,6 +508,8 @@ static int out_transcript(Loop *self, const Conn *c, PyObject *facts) {
             OUT_LIT(self, ")") < 0 || ((s->flags & ACK) && (OUT_LIT(self, " ack ") < 0 || out_ll(self, s->rack) < 0)))
             return -1;
         if (self->verbose && (OUT_LIT(self, " win ") < 0 || out_ll(self, s->win) < 0 || out_options(self, s) < 0))
+            return -1;
+        if (s->labels && (OUT_LIT(self, " [") < 0 || out_labels(self, s->labels, "", ", ") < 0 || OUT_LIT(self, "]") < 0))
             return -1;
     }
     return 0;
@@ -704,8 +722,454 @@ static int same_options(Loop *self, const Seg *s, const Packet *p) {
     return same;
 }
 
-/* track() and Connection.add for one decoded packet (owns p->opt_obj); -1 on error */
-static int track(Loop *self, Packet *p, double t, long long frame, PyObject *comment) {
+/* ------------------------------------------------------------------ TCP analysis (wire.analysis) */
+/* Wireshark's TCP analysis labels, the rules of verifier/wire/analysis.py step for step (its
+ * Analyzer: its own conversations, as Wireshark's outlive show's hand-on; bases of forgotten ones
+ * kept per 4-tuple). A segment's labels are a bit set (analysis.py's TCP_A_* values);
+ * LABEL_NAMES is analysis.LABELS, in order. */
+
+#define A_RETRANSMISSION 0x0001
+#define A_LOST_PACKET 0x0002
+#define A_ACK_LOST_PACKET 0x0004
+#define A_KEEP_ALIVE 0x0008
+#define A_DUPLICATE_ACK 0x0010
+#define A_ZERO_WINDOW 0x0020
+#define A_ZERO_WINDOW_PROBE 0x0040
+#define A_ZERO_WINDOW_PROBE_ACK 0x0080
+#define A_KEEP_ALIVE_ACK 0x0100
+#define A_OUT_OF_ORDER 0x0200
+#define A_FAST_RETRANSMISSION 0x0400
+#define A_WINDOW_UPDATE 0x0800
+#define A_WINDOW_FULL 0x1000
+#define A_REUSED_PORTS 0x2000
+#define A_SPURIOUS_RETRANSMISSION 0x4000
+
+static const struct { const char *name; int mask; } LABEL_NAMES[] = {
+    {"retransmission", A_RETRANSMISSION | A_FAST_RETRANSMISSION | A_SPURIOUS_RETRANSMISSION},
+    {"fast-retransmission", A_FAST_RETRANSMISSION},
+    {"spurious-retransmission", A_SPURIOUS_RETRANSMISSION},
+    {"out-of-order", A_OUT_OF_ORDER},
+    {"dup-ack", A_DUPLICATE_ACK},
+    {"keep-alive", A_KEEP_ALIVE},
+    {"keep-alive-ack", A_KEEP_ALIVE_ACK},
+    {"zero-window", A_ZERO_WINDOW},
+    {"zero-window-probe", A_ZERO_WINDOW_PROBE},
+    {"zero-window-probe-ack", A_ZERO_WINDOW_PROBE_ACK},
+    {"window-full", A_WINDOW_FULL},
+    {"window-update", A_WINDOW_UPDATE},
+    {"lost-segment", A_LOST_PACKET},
+    {"ack-lost-segment", A_ACK_LOST_PACKET},
+    {"reused-ports", A_REUSED_PORTS},
+};
+#define NLABELS ((int)(sizeof LABEL_NAMES / sizeof LABEL_NAMES[0]))
+
+typedef struct {
+    uint32_t base_seq, window, nextseq, maxseqtobeacked, lastack;
+    long long nextseq_ns, lastack_ns;
+    int win_scale, last_flags, dupacknum;
+    char base_set, is_first_ack;
+    uint32_t *unacked; /* next seqs of segments not yet ACKed (at most max_unacked) */
+    Py_ssize_t nunacked, unacked_cap;
+} Flow;
+
+typedef struct Conv {
+    Key key; /* flow[0] sends from key.src, flow[1] from key.dst */
+    Flow flow[2];
+    long long mru_syn_ns, first_rtt_ns;
+    double last_t;
+    int refs; /* table entries pointing here (2, or 1 for a 4-tuple whose ends are equal) */
+} Conv;
+
+typedef struct { /* a forgotten conversation's base seqs, by its key's sides */
+    uint32_t base[2];
+    char set[2];
+} Bases;
+
+struct ANode {
+    Key key;
+    void *value; /* Conv* (conversations) or Bases* (bases) */
+    ANode *next;
+};
+
+static int atable_init(ATable *t) {
+    t->nbuckets = 1024, t->nkeys = 0;
+    t->buckets = PyMem_Calloc(t->nbuckets, sizeof(ANode *));
+    if (!t->buckets) PyErr_NoMemory();
+    return t->buckets ? 0 : -1;
+}
+
+static ANode **atable_slot(ATable *t, const Key *k) {
+    ANode **slot = &t->buckets[key_hash(k) & (t->nbuckets - 1)];
+    while (*slot && memcmp(&(*slot)->key, k, sizeof(Key)) != 0) slot = &(*slot)->next;
+    return slot;
+}
+
+static void *atable_get(ATable *t, const Key *k) {
+    ANode *n = *atable_slot(t, k);
+    return n ? n->value : NULL;
+}
+
+static int atable_grow(ATable *t) {
+    size_t n = t->nbuckets * 2;
+    ANode **b = PyMem_Calloc(n, sizeof(ANode *));
+    if (!b) return -1;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (ANode *node = t->buckets[i], *next; node; node = next) {
+            next = node->next;
+            size_t j = key_hash(&node->key) & (n - 1);
+            node->next = b[j];
+            b[j] = node;
+        }
+    PyMem_Free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+    return 0;
+}
+
+/* t[k] = value; the value it replaces (or NULL) in *old; -1 out of memory */
+static int atable_set(ATable *t, const Key *k, void *value, void **old) {
+    ANode **slot = atable_slot(t, k);
+    *old = NULL;
+    if (*slot) {
+        *old = (*slot)->value;
+        (*slot)->value = value;
+        return 0;
+    }
+    ANode *node = PyMem_Malloc(sizeof(ANode));
+    if (!node) return -1;
+    node->key = *k, node->value = value, node->next = NULL;
+    *slot = node;
+    if (++t->nkeys > t->nbuckets && atable_grow(t) < 0) return -1;
+    return 0;
+}
+
+static void *atable_pop(ATable *t, const Key *k) { /* del t[k]; its value, or NULL */
+    ANode **slot = atable_slot(t, k);
+    if (!*slot) return NULL;
+    ANode *node = *slot;
+    void *value = node->value;
+    *slot = node->next;
+    PyMem_Free(node);
+    t->nkeys--;
+    return value;
+}
+
+static void conv_release(Conv *c) { /* one table entry less pointing at it */
+    if (--c->refs > 0) return;
+    for (int i = 0; i < 2; i++) PyMem_Free(c->flow[i].unacked);
+    PyMem_Free(c);
+}
+
+static void atable_free(ATable *t, int convs) {
+    if (!t->buckets) return;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (ANode *node = t->buckets[i], *next; node; node = next) {
+            next = node->next;
+            if (convs) conv_release(node->value);
+            else PyMem_Free(node->value);
+            PyMem_Free(node);
+        }
+    PyMem_Free(t->buckets);
+    t->buckets = NULL;
+}
+
+static void flow_init(Flow *f) {
+    memset(f, 0, sizeof *f);
+    f->win_scale = -1;
+    f->window = 0xFFFFFFFFu;
+}
+
+/* analysis._ns: a time in whole nanoseconds as round(t * 1e9); 0 when it does not fit */
+static long long time_ns(double t) {
+    double x = t * 1e9;
+    return (x > -4611686018427387904.0 && x < 4611686018427387904.0) ? (long long)nearbyint(x) : 0;
+}
+
+static inline int gt_seq(uint32_t x, uint32_t y) { return (uint32_t)(y - x) >= 0x80000000u; }
+static inline int lt_seq(uint32_t x, uint32_t y) { return (uint32_t)(x - y) >= 0x80000000u; }
+static inline int le_seq(uint32_t x, uint32_t y) {
+    uint32_t d = x - y;
+    return d == 0 || d >= 0x80000000u;
+}
+
+static Key reversed(const Key *k) {
+    Key r;
+    reverse_key(k, &r);
+    return r;
+}
+
+/* Analyzer._new: a conversation for `key` (the packet's sender first), bases restored; NULL: no memory */
+static Conv *conv_new(Loop *self, const Key *key, Bases *bases, int swapped) {
+    Conv *c = PyMem_Calloc(1, sizeof(Conv));
+    if (!c) return NULL;
+    c->key = *key;
+    flow_init(&c->flow[0]);
+    flow_init(&c->flow[1]);
+    if (bases)
+        for (int i = 0; i < 2; i++)
+            if (bases->set[i]) c->flow[swapped ? 1 - i : i].base_set = 1, c->flow[swapped ? 1 - i : i].base_seq = bases->base[i];
+    Key r = reversed(key);
+    int same = memcmp(key, &r, sizeof(Key)) == 0;
+    void *old;
+    if (atable_set(&self->convs, key, c, &old) < 0) goto nomem;
+    c->refs++;
+    if (old) conv_release(old);
+    if (!same) {
+        if (atable_set(&self->convs, &r, c, &old) < 0) goto nomem;
+        c->refs++;
+        if (old) conv_release(old);
+    }
+    return c;
+nomem:
+    if (!c->refs) PyMem_Free(c);
+    return NULL;
+}
+
+static int forget_idle(Loop *self, double now) { /* Analyzer._forget_idle */
+    self->sweep_at = now + self->forget_after / 4;
+    ATable *t = &self->convs;
+    Conv **idle = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < t->nbuckets; i++) /* first collect: removing walks the buckets too */
+        for (ANode *node = t->buckets[i]; node; node = node->next) {
+            Conv *c = node->value;
+            if (memcmp(&node->key, &c->key, sizeof(Key)) == 0 && now - c->last_t > self->forget_after) {
+                if (n == cap) {
+                    Conv **more = PyMem_Realloc(idle, (cap = cap ? cap * 2 : 64) * sizeof(Conv *));
+                    if (!more) goto nomem;
+                    idle = more;
+                }
+                idle[n++] = c;
+            }
+        }
+    size_t new = 0; /* cleared or not: decided once for the sweep, whatever order it comes in */
+    for (size_t j = 0; j < n; j++) new += !atable_get(&self->bases, &idle[j]->key);
+    if (new && self->bases.nkeys + new > (size_t)self->bases_max) { /* analysis.BASES_MAX */
+        atable_free(&self->bases, 0);
+        if (atable_init(&self->bases) < 0) goto nomem;
+    }
+    for (size_t j = 0; j < n; j++) {
+        Conv *c = idle[j];
+        Bases *b = PyMem_Calloc(1, sizeof(Bases));
+        void *old;
+        if (!b) goto nomem;
+        for (int s = 0; s < 2; s++) b->set[s] = c->flow[s].base_set, b->base[s] = c->flow[s].base_seq;
+        if (atable_set(&self->bases, &c->key, b, &old) < 0) {
+            PyMem_Free(b);
+            goto nomem;
+        }
+        PyMem_Free(old);
+        Key key = c->key, r = reversed(&key);
+        int same = memcmp(&key, &r, sizeof(Key)) == 0;
+        void *v = atable_pop(t, &key); /* c itself: popping may free it, so `same` was read first */
+        Conv *w = same ? NULL : atable_pop(t, &r);
+        if (v) conv_release(v);
+        if (w) conv_release(w);
+    }
+    PyMem_Free(idle);
+    return 0;
+nomem:
+    PyMem_Free(idle);
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* analysis._retransmission: one bit or none */
+static int retransmission_bits(const Loop *self, const Conv *conv, const Flow *fwd, const Flow *rev, uint32_t seq,
+                               long long seglen, int flags, long long t_ns, int bits) {
+    if (bits & A_KEEP_ALIVE) return 0;
+    int not_advanced = fwd->nextseq && lt_seq(seq, fwd->nextseq);
+    if (seglen > 1 && (uint32_t)(fwd->nextseq - 1) == seq) not_advanced = 0;
+    if (seglen > 0 && rev->lastack && le_seq((uint32_t)(seq + (uint64_t)seglen), rev->lastack))
+        return A_SPURIOUS_RETRANSMISSION;
+    /* unsigned time differences, as packet-tcp.c: a time going backwards is huge */
+    long long d = t_ns - rev->lastack_ns;
+    if (not_advanced && rev->dupacknum >= 2 && rev->lastack == seq && d >= 0 && d < self->fast_rtx_ns)
+        return A_FAST_RETRANSMISSION;
+    unsigned long long threshold = conv->first_rtt_ns ? (unsigned long long)conv->first_rtt_ns : (unsigned long long)self->ooo_ns;
+    d = t_ns - fwd->nextseq_ns;
+    if (not_advanced && d >= 0 && (unsigned long long)d < threshold &&
+        fwd->nextseq != (uint32_t)(seq + (uint64_t)seglen + ((flags & (SYN | FIN)) ? 1 : 0)))
+        return A_OUT_OF_ORDER;
+    return not_advanced ? A_RETRANSMISSION : 0;
+}
+
+/* analysis._analyze: tcp_analyze_sequence_number; -1 out of memory */
+static int analyze_bits(Loop *self, Conv *conv, Flow *fwd, Flow *rev, uint32_t seq, uint32_t ack, long long seglen,
+                        int flags, uint32_t window, long long t_ns) {
+    int bits = 0, control = flags & (SYN | FIN | RST), done_fwd = 0;
+    if (seglen == 1 && seq == fwd->nextseq && rev->window == 0) bits |= A_ZERO_WINDOW_PROBE, done_fwd = 1;
+    if (!done_fwd) {
+        if (window == 0 && !control) bits |= A_ZERO_WINDOW;
+        if (fwd->nextseq && gt_seq(seq, fwd->nextseq) && !(flags & RST)) bits |= A_LOST_PACKET;
+        if ((seglen == 0 || seglen == 1) && seq == (uint32_t)(fwd->nextseq - 1) && !control) bits |= A_KEEP_ALIVE;
+        int same = seglen == 0 && seq == fwd->nextseq && ack == fwd->lastack && !control;
+        if (same && window && window != fwd->window) bits |= A_WINDOW_UPDATE;
+        if (seglen > 0 && rev->win_scale != -1 && !control) {
+            int shift = rev->is_first_ack || rev->win_scale == -2 ? 0 : rev->win_scale;
+            if ((uint32_t)(seq + (uint64_t)seglen) == (uint32_t)(rev->lastack + ((uint64_t)rev->window << shift)))
+                bits |= A_WINDOW_FULL;
+        }
+        if (same && window && window == fwd->window && (rev->last_flags & A_KEEP_ALIVE)) {
+            bits |= A_KEEP_ALIVE_ACK;
+        } else if (same && window == 0 && window == fwd->window && (rev->last_flags & A_ZERO_WINDOW_PROBE)) {
+            bits |= A_ZERO_WINDOW_PROBE_ACK;
+        } else if (same && window && window == fwd->window) {
+            fwd->dupacknum = fwd->dupacknum == -1 ? 1 : fwd->dupacknum + 1;
+            bits |= A_DUPLICATE_ACK;
+        }
+    }
+    if (ack != fwd->lastack) fwd->dupacknum = 0;
+    if (rev->maxseqtobeacked && gt_seq(ack, rev->maxseqtobeacked) && (flags & ACK)) {
+        if (lt_seq(rev->maxseqtobeacked, rev->nextseq)) {
+            rev->maxseqtobeacked = rev->nextseq;
+            bits |= A_ACK_LOST_PACKET;
+        } else {
+            if (rev->dupacknum == 0) bits |= A_ACK_LOST_PACKET;
+            rev->dupacknum = -1;
+        }
+    }
+    if (seglen > 0 || (flags & (SYN | FIN))) bits |= retransmission_bits(self, conv, fwd, rev, seq, seglen, flags, t_ns, bits);
+    uint32_t nextseq = (uint32_t)(seq + (uint64_t)seglen);
+    if ((seglen || (flags & (SYN | FIN))) && fwd->nunacked < self->max_unacked) {
+        if (flags & (SYN | FIN)) nextseq += 1;
+        if (fwd->nunacked == fwd->unacked_cap) {
+            Py_ssize_t cap = fwd->unacked_cap ? fwd->unacked_cap * 2 : 8;
+            uint32_t *more = PyMem_Realloc(fwd->unacked, (size_t)cap * sizeof(uint32_t));
+            if (!more) return -1;
+            fwd->unacked = more, fwd->unacked_cap = cap;
+        }
+        fwd->unacked[fwd->nunacked++] = nextseq;
+    }
+    if ((gt_seq(nextseq, fwd->nextseq) || !fwd->nextseq) && !(bits & A_ZERO_WINDOW_PROBE))
+        fwd->nextseq = nextseq, fwd->nextseq_ns = t_ns;
+    if ((seq == fwd->maxseqtobeacked || !fwd->maxseqtobeacked) && !(bits & A_ZERO_WINDOW_PROBE))
+        fwd->maxseqtobeacked = fwd->nextseq;
+    fwd->window = window;
+    fwd->lastack = ack;
+    fwd->lastack_ns = t_ns;
+    fwd->last_flags = bits;
+    if (rev->nunacked) { /* what this ACKs (Wireshark looks at the ack field whatever the flags) */
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < rev->nunacked; i++)
+            if (gt_seq(rev->unacked[i], ack)) rev->unacked[kept++] = rev->unacked[i];
+        rev->nunacked = kept;
+    }
+    return bits;
+}
+
+/* the wscale option's value (the last one) in decode._options's reading of raw option bytes, or -1 */
+static int raw_wscale(const unsigned char *o, Py_ssize_t end) {
+    int found = -1;
+    Py_ssize_t i = 0;
+    while (i < end) {
+        unsigned kind = o[i];
+        if (kind == 0) break;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= end) break;
+        unsigned length = o[i + 1];
+        if (length < 2 || i + (Py_ssize_t)length > end) break;
+        if (kind == 3 && length == 3) found = o[i + 2];
+        i += length;
+    }
+    return found;
+}
+
+/* the same of decode's parsed options (a tuple of tuples); -2 on error */
+static int parsed_wscale(PyObject *options) {
+    int found = -1;
+    if (!PyTuple_Check(options)) return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(options); i++) {
+        PyObject *o = PyTuple_GET_ITEM(options, i);
+        if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(o, 0)) &&
+            PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(o, 0), "wscale") == 0) {
+            long v = PyLong_AsLong(PyTuple_GET_ITEM(o, 1));
+            if (v == -1 && PyErr_Occurred()) return -2;
+            found = (int)v;
+        }
+    }
+    return found;
+}
+
+/* a segment's labels as analysis.names gives them: each quoted, `between` between them */
+static int out_labels(Loop *self, int labels, const char *quote, const char *between) {
+    int first = 1;
+    for (int i = 0; i < NLABELS; i++)
+        if (labels & LABEL_NAMES[i].mask) {
+            if ((!first && out_bytes(self, between, strlen(between)) < 0) || out_bytes(self, quote, strlen(quote)) < 0 ||
+                out_bytes(self, LABEL_NAMES[i].name, strlen(LABEL_NAMES[i].name)) < 0 ||
+                out_bytes(self, quote, strlen(quote)) < 0)
+                return -1;
+            first = 0;
+        }
+    return 0;
+}
+
+/* Analyzer.bits: this packet's labels; -1 on error (an exception set) */
+static int analysis_bits(Loop *self, const Packet *p, double t) {
+    long long t_ns = time_ns(t);
+    const Key *key = &p->key;
+    Key r = reversed(key);
+    int same_ends = memcmp(key, &r, sizeof(Key)) == 0;
+    Conv *conv = atable_get(&self->convs, key);
+    if (!conv) {
+        Bases *b = atable_pop(&self->bases, key);
+        int swapped = 0;
+        if (!b && (b = atable_pop(&self->bases, &r))) swapped = 1;
+        conv = conv_new(self, key, b, swapped);
+        PyMem_Free(b);
+        if (!conv) goto nomem;
+    }
+    int flags = p->flags, bits = 0;
+    uint32_t seq = p->seq, ack = p->ack;
+    int mine = memcmp(&conv->key, key, sizeof(Key)) == 0 ? 0 : 1; /* the sender's flow */
+    Flow *fwd = &conv->flow[mine], *rev = same_ends ? fwd : &conv->flow[1 - mine];
+    if ((flags & (SYN | ACK)) == SYN && fwd->base_set) {
+        if (seq != fwd->base_seq) { /* a new conversation on the same ports */
+            if (!(conv = conv_new(self, key, NULL, 0))) goto nomem;
+            fwd = &conv->flow[0], rev = same_ends ? fwd : &conv->flow[1];
+            bits |= A_REUSED_PORTS;
+        } else {
+            fwd->nextseq = fwd->maxseqtobeacked;
+        }
+    }
+    if ((flags & (SYN | ACK)) == (SYN | ACK) && fwd->base_set && seq != fwd->base_seq) {
+        fwd->base_seq = seq;
+        bits |= A_REUSED_PORTS;
+    }
+    if (!fwd->base_set) fwd->base_seq = (flags & SYN) ? seq : seq - 1, fwd->base_set = 1;
+    if (!rev->base_set && (flags & ACK)) rev->base_seq = ack - 1, rev->base_set = 1;
+    int a = analyze_bits(self, conv, fwd, rev, seq, ack, p->length, flags, (uint32_t)p->win, t_ns);
+    if (a < 0) goto nomem;
+    bits |= a;
+    if (flags & SYN) {
+        if (!(flags & ACK)) conv->mru_syn_ns = t_ns;
+        fwd->is_first_ack = 1;
+    }
+    if ((flags & (SYN | ACK)) == ACK) {
+        if (conv->mru_syn_ns && !conv->first_rtt_ns) conv->first_rtt_ns = t_ns - conv->mru_syn_ns;
+        fwd->is_first_ack = 0;
+    }
+    int ws = p->opt_obj ? parsed_wscale(p->opt_obj) : raw_wscale(p->opt, p->opt_len);
+    if (ws == -2) return -1;
+    if (ws >= 0) fwd->win_scale = ws < 14 ? ws : 14;
+    if (flags & SYN) {
+        if (fwd->win_scale == -1) fwd->win_scale = rev->win_scale = -2;
+        else if ((flags & ACK) && rev->win_scale == -2) fwd->win_scale = -2;
+    }
+    conv->last_t = t;
+    if (t >= self->sweep_at && forget_idle(self, t) < 0) return -1;
+    return bits;
+nomem:
+    PyErr_NoMemory();
+    return -1;
+}
+
+/* track() and Connection.add for one decoded packet (owns p->opt_obj) with its analysis labels; -1 on error */
+static int track(Loop *self, Packet *p, double t, long long frame, PyObject *comment, int labels) {
     Node **slot = table_slot(self, &p->key);
     Conn *c = *slot ? (*slot)->conn : NULL;
     int flags = p->flags;
@@ -772,6 +1236,7 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         s->win = p->win;
         s->ip_id = p->ip_id;
         s->flags = flags;
+        s->labels = labels;
         s->side = side;
         s->opt_len = p->opt_len;
         memcpy(s->opt, p->opt, p->opt_len);
@@ -880,7 +1345,13 @@ static PyObject *Loop_next(Loop *self) {
             continue;
         }
         self->tcp++;
-        int rc = track(self, &p, t, frame, PyTuple_GET_ITEM(record, 7));
+        int labels = analysis_bits(self, &p, t); /* every segment, loopback copies too: as Wireshark */
+        if (labels < 0) {
+            Py_CLEAR(p.opt_obj);
+            Py_DECREF(record);
+            return NULL;
+        }
+        int rc = track(self, &p, t, frame, PyTuple_GET_ITEM(record, 7), labels);
         Py_DECREF(record);
         if (rc < 0) return NULL;
     }
@@ -890,7 +1361,7 @@ static PyObject *Loop_next(Loop *self) {
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript",
-                         "verbose", "slack", "server_ports", "untimed_span", NULL};
+                         "verbose", "slack", "server_ports", "untimed_span", "analysis", NULL};
     PyObject *records, *hooks;
     if (self->records) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
@@ -898,9 +1369,14 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     }
     self->slack = 8;
     self->untimed_span = INFINITY;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d", kw, &records, &self->linger, &self->window,
+    /* analysis.py's FORGET_AFTER, BASES_MAX, MAX_UNACKED, FAST_RETRANSMISSION_NS, OUT_OF_ORDER_NS */
+    self->forget_after = 30.0, self->bases_max = 1 << 15, self->max_unacked = 10000;
+    self->fast_rtx_ns = 20000000, self->ooo_ns = 3000000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d(dnnLL)", kw, &records, &self->linger, &self->window,
                                      &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
-                                     &self->verbose, &self->slack, &self->server_ports, &self->untimed_span))
+                                     &self->verbose, &self->slack, &self->server_ports, &self->untimed_span,
+                                     &self->forget_after, &self->bases_max, &self->max_unacked, &self->fast_rtx_ns,
+                                     &self->ooo_ns))
         return -1;
     if (!(self->records = PyObject_GetIter(records))) return -1;
     struct { PyObject **slot; const char *name; } names[] = {
@@ -918,6 +1394,7 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     if (!(self->shapes = PyDict_New())) return -1;
+    if (atable_init(&self->convs) < 0 || atable_init(&self->bases) < 0) return -1;
     return 0;
 }
 
@@ -939,6 +1416,8 @@ static void Loop_dealloc(Loop *self) {
         PyMem_Free(self->buckets);
     }
     for (int i = 0; i < 512; i++) Py_XDECREF(self->flags_cache[i]);
+    atable_free(&self->convs, 1);
+    atable_free(&self->bases, 0);
     PyMem_Free(self->out);
     Py_XDECREF(self->records);
     Py_XDECREF(self->decoded);
@@ -968,7 +1447,8 @@ static PyTypeObject LoopType = {
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False, "
-              "verbose=False, slack=8, server_ports=b'', untimed_span=inf): the texts of show --json (or of show's transcript, -v's with verbose)",
+              "verbose=False, slack=8, server_ports=b'', untimed_span=inf, analysis=(30.0, 32768, 10000, 20000000, 3000000)): "
+              "the texts of show --json (or of show's transcript, -v's with verbose)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,
     .tp_dealloc = (destructor)Loop_dealloc,

@@ -60,9 +60,19 @@ MAX_UNACKED = 10_000  # TCP_MAX_UNACKED_SEGMENTS: past it a SYN or FIN no longer
 FAST_RETRANSMISSION_NS = 20_000_000  # a retransmission within 20 ms of the peer's 2nd+ duplicate ACK
 OUT_OF_ORDER_NS = 3_000_000  # without an initial RTT: a late segment within 3 ms is out of order
 # State of conversations idle this long (capture time) is forgotten, except each 4-tuple's base
-# seqs (so a later SYN reusing its ports is still recognised): memory stays bounded by the open
-# conversations and the 4-tuples, not by the file.
+# seqs (so a later SYN reusing its ports is still recognised), up to BASES_MAX 4-tuples (then
+# those are forgotten too, all at once): memory stays bounded on an endless stream.
 FORGET_AFTER = 30.0
+BASES_MAX = 1 << 15
+
+
+NS_LIMIT = float(1 << 62)
+
+
+def _ns(t: float) -> int:
+    """A capture time in whole nanoseconds (round(t * 1e9)); 0 for a time that does not fit (inf, nan)."""
+    x = t * 1e9
+    return round(x) if -NS_LIMIT < x < NS_LIMIT else 0
 
 
 def names(bits: int) -> tuple[str, ...]:
@@ -127,17 +137,17 @@ class Conversation:
 class Analyzer:
     """Feed every TCP segment of a capture in capture order; `labels(seg)` is that segment's."""
 
-    def __init__(self, forget_after: float = FORGET_AFTER) -> None:
+    def __init__(self, forget_after: float | None = None) -> None:
         self.conversations: dict[tuple, Conversation] = {}  # both directions' 4-tuples -> current
         self.bases: dict[tuple, dict] = {}  # forgotten conversations: 4-tuple -> {sender: base seq}
-        self.forget_after = forget_after
+        self.forget_after = FORGET_AFTER if forget_after is None else forget_after
         self.sweep_at = 0.0
 
     def labels(self, seg: Segment) -> tuple[str, ...]:
         return names(self.bits(seg))
 
     def bits(self, seg: Segment) -> int:
-        t_ns = round(seg.t * 1e9)
+        t_ns = _ns(seg.t)
         sender, receiver = (seg.src, seg.sport), (seg.dst, seg.dport)
         key = (sender, receiver)
         conv = self.conversations.get(key)
@@ -196,10 +206,17 @@ class Analyzer:
 
     def _forget_idle(self, now: float) -> None:
         self.sweep_at = now + self.forget_after / 4
-        for key, conv in list(self.conversations.items()):
-            if key == conv.key and now - conv.last_t > self.forget_after:
-                del self.conversations[key], self.conversations[(key[1], key[0])]
-                self.bases[key] = {s: f.base_seq for s, f in conv.flows.items() if f.base_set}
+        idle = [conv for key, conv in self.conversations.items() if key == conv.key and now - conv.last_t > self.forget_after]
+        # whether the bases are cleared is decided once for the whole sweep: the same whatever
+        # order the idle conversations come in
+        new = sum(1 for conv in idle if conv.key not in self.bases)
+        if new and len(self.bases) + new > BASES_MAX:
+            self.bases.clear()
+        for conv in idle:
+            key = conv.key
+            self.conversations.pop(key, None)
+            self.conversations.pop((key[1], key[0]), None)  # the same key when both ends are one
+            self.bases[key] = {s: f.base_seq for s, f in conv.flows.items() if f.base_set}
 
 
 def _analyze(conv: Conversation, fwd: Flow, rev: Flow, seq: int, ack: int, seglen: int, flags: int,

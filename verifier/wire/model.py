@@ -44,6 +44,7 @@ class Segment:
     ip_id: int | None = None  # IPv4 identification (None for IPv6)
     comment: str | None = None
     loopback: bool = False  # the link header is Linux lo's (where a sniffer may see each packet twice)
+    analysis: tuple = ()  # Wireshark's TCP analysis labels (wire.analysis), set as the capture is read
 
 
 @dataclass(slots=True)

@@ -13,6 +13,9 @@ from .classify import summary
 from .connections import (DOUBLING_SLACK, DOUBLING_WHY, DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Connection,
                           RelSegment, doubled, track)
 from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
+from . import analysis
+from .analysis import Analyzer
+from .analysis import names as label_names
 from .transcript import SegmentLine, flags_text, options_text
 from .zeek import LIKELY_SERVER_PORT_BITS, UNTIMED_SPAN, port_class
 
@@ -40,13 +43,18 @@ class CaptureReading:
     stats: CaptureStats = field(default_factory=CaptureStats)
 
     def segments(self):
+        """Every TCP segment, in capture order, with Wireshark's analysis labels (`analysis`):
+        computed on every segment, loopback copies included, as Wireshark sees them."""
         stats = self.stats
         packets = tcp = 0
+        labels = Analyzer().labels
         try:
-            for seg in decode.segments(capture.read_records(self.stream, self.info), stats.skipped):
+            records = (r for r in capture.read_records(self.stream, self.info) if r is not capture.PAUSE)
+            for seg in decode.segments(records, stats.skipped):
                 packets += 1
                 if seg is not None:
                     tcp += 1
+                    seg.analysis = labels(seg)
                     yield seg
         finally:  # counted in locals (faster), published however the reading ends
             stats.packets += packets
@@ -59,12 +67,12 @@ class CaptureReading:
             yield conn
 
     def connections_json(self, linger: float = LINGER) -> Iterator[str]:
-        """`connection_json(conn)` for each of `connections()`, the same texts in the same order,
-        stats and info the same after it, from one loop with no object per packet (see "the fast path" below):
-        compiled when `_showloop` is built, else in Python."""
+        """`connection_json(conn)` for each of `connections()`, the same texts in the same order, stats
+        and info the same after it: from the compiled loop (one loop, no object per packet) when it
+        is built, else from the objects (the slow path: `compiled` says which)."""
         if _showloop is not None:
             return _compiled_texts(self, linger, _Hooks)
-        return _json_connections(self, linger)
+        return (connection_json(conn) for conn in self.connections())
 
     def connection_texts(self, verbose: bool = False, linger: float = LINGER) -> Iterator[str]:
         """`connection_text(conn, verbose)` for each of `connections()`, stats and info the same after
@@ -99,6 +107,7 @@ def segment_line(rel: RelSegment, t0: float | None = None, connection: int | Non
         t=None if t0 is None else seg.t - t0,
         win=seg.win if verbose else None,
         options=(options_text(seg.options) or None) if verbose else None,
+        analysis=seg.analysis,
     )
 
 
@@ -134,6 +143,7 @@ def connection_record(conn: Connection) -> dict:
                 "len": s.length,
                 "frame": s.segment.index,
                 "win": s.segment.win,
+                "analysis": list(s.segment.analysis),
             }
             for s in conn.segments
         ],
@@ -142,7 +152,8 @@ def connection_record(conn: Connection) -> dict:
 
 
 # %s of an int (or a finite float) is its JSON text; t's %r too
-_SEGMENT_JSON = '{"t": %r, "from": "%s", "flags": "%s", "seq": %s, "ack": %s, "len": %s, "frame": %s, "win": %s}'
+_SEGMENT_JSON = ('{"t": %r, "from": "%s", "flags": "%s", "seq": %s, "ack": %s, "len": %s, "frame": %s, "win": %s, '
+                 '"analysis": [%s]}')
 _FROM = {"C": "client", "S": "server"}
 _flags_cache: dict[int, str] = {}
 
@@ -165,7 +176,9 @@ def connection_json(conn: Connection, facts: dict | None = None) -> str:
         t = seg.t
         if t - t:  # inf or nan: json writes Infinity/NaN (an int's text is the same as %r's)
             return json.dumps(connection_record(conn))
-        append(fmt % (t, sides[side], text, seq, ack, seg.payload_len, seg.index, seg.win))
+        labels = seg.analysis
+        append(fmt % (t, sides[side], text, seq, ack, seg.payload_len, seg.index, seg.win,
+                      ", ".join(['"%s"' % label for label in labels]) if labels else ""))
     dumps = json.dumps
     return (
         f'{{"client": {dumps(endpoint_text(*conn.client))}, "server": {dumps(endpoint_text(*conn.server))}, '
@@ -174,37 +187,32 @@ def connection_json(conn: Connection, facts: dict | None = None) -> str:
     )
 
 
-_INF = float("inf")
-
-
-# --- the fast path of `show --json` ------------------------------------------------------------
+# --- the compiled loop ------------------------------------------------------------------------
 # connections() makes a Segment and a RelSegment per packet and connection_json formats every
-# segment on its own. On a million-packet capture that is most of the run time, so `show --json`
-# takes this path instead: one loop that does the same work on plain tuples, a packet being one
-# tuple in its connection's list —
-# - decode: decode.segments' fast path (Ethernet + IPv4/IPv6 + TCP), inline; anything else is
-#   decoded by decode.decode; TCP options are kept raw and parsed only to compare duplicates;
+# segment on its own: the reference, and the slow path. `show` takes the compiled loop
+# (_showloop.c) when it is built: one loop that does the same work on plain structs —
+# - decode: the common link types with IPv4/IPv6 + TCP, inline; anything else is decoded by
+#   decode.decode (the `decoded` hook); TCP options are kept raw;
+# - analysis: wire.analysis's rules, step for step, on every packet (its own conversations);
 # - tracking: track() and Connection.add's rules, step for step (roles, bases, relative numbers,
 #   duplicates where Doubling proves them, reuse of a finished 4-tuple, hand-on after LINGER);
 # - facts and text, memoised by the connection's *shape* (per segment: side, relative seq and ack,
-#   flags, length, whether the window is zero; and the ports' zeek.port_class). classify reads
-#   nothing else of a segment but frame order (the list order) and capture times (Zeek's timers:
-#   only when the packets span zeek.UNTIMED_SPAN or more), and compares raw numbers only with
-#   seq_geq between numbers of one side's sequence space, so its verdict is a function of the
-#   shape while each side's base stays put (a SYN after other segments of its side moves it: such
-#   connections are classified from real objects, as are long ones and ones that span timers'
-#   time); the shape's JSON is a template with only t, frame and win to fill in.
-# bench/check_fast_paths.py compares this path with connections() + connection_json on every capture.
+#   flags, length, analysis labels, whether the window is zero; and the ports' zeek.port_class).
+#   classify reads nothing else of a segment but frame order (the list order) and capture times
+#   (Zeek's timers: only when the packets span zeek.UNTIMED_SPAN or more), and compares raw
+#   numbers only with seq_geq between numbers of one side's sequence space, so its verdict is a
+#   function of the shape while each side's base stays put (a SYN after other segments of its
+#   side moves it: such connections are classified from real objects, as are long ones and ones
+#   that span timers' time).
+# What is rare it asks of the hooks below (a connection comes to them as _Conn's fields in a tuple).
+# tests/test_show.py pins its texts to the object path's on every capture we have.
 
 SHAPE_MAX_SEGMENTS = 32  # longer connections are classified and formatted one by one
 SHAPE_MEMO_MAX = 1024  # shapes remembered (cleared when full: memory stays bounded)
-_HALF = 1 << 31
-_DIGITS3 = ["%03d" % i for i in range(1000)]  # "007"
-_DIGITS3_STRIPPED = [("%03d" % i).rstrip("0") for i in range(1000)]  # "007", "05" for 50, "" for 0
 
 
 class _Conn:
-    """A connection being tracked by the fast path (what Connection holds, in plain slots)."""
+    """A connection of the compiled loop handed to a hook (what Connection holds, in plain slots)."""
 
     __slots__ = ("index", "client", "server", "caddr", "cport", "segs", "keys", "base", "syn", "fin", "acked",
                  "client_isn", "rst", "duplicates", "moved")
@@ -214,7 +222,9 @@ class _Conn:
         self.client = client  # (address as packed bytes, port): the text only when it is handed on
         self.server = server
         self.caddr, self.cport = client
-        self.segs = []  # per segment: (side, rel seq, rel ack, flags, len, t, frame, win, seq, ack, ip_id, options, comment)
+        # per segment: (side, rel seq, rel ack, flags, len, t, frame, win, seq, ack, ip_id, options,
+        # comment, analysis bits)
+        self.segs = []
         self.keys = keys
         # per side, [client, server]: the base of its relative numbers, whether that is its SYN's,
         # the sequence number just after its FIN, whether the peer ACKed that FIN
@@ -248,13 +258,13 @@ def _connection(c: _Conn) -> Connection:
     conn = Connection(c.index, client, server)
     family = 6 if ":" in caddr else 4
     out = conn.segments
-    for side, rseq, rack, flags, length, t, index, win, seq, ack, ip_id, options, comment in c.segs:
+    for side, rseq, rack, flags, length, t, index, win, seq, ack, ip_id, options, comment, bits in c.segs:
         if side == "C":
             seg = Segment(index, t, family, caddr, cport, saddr, sport, seq, ack, flags, win, length,
-                          _parsed_options(options), ip_id, comment)
+                          _parsed_options(options), ip_id, comment, analysis=label_names(bits))
         else:
             seg = Segment(index, t, family, saddr, sport, caddr, cport, seq, ack, flags, win, length,
-                          _parsed_options(options), ip_id, comment)
+                          _parsed_options(options), ip_id, comment, analysis=label_names(bits))
         out.append(RelSegment(side, rseq, rack, seg))
     conn.duplicates = c.duplicates
     conn._base = {k: v for k, v in zip("CS", c.base) if v is not None}
@@ -284,19 +294,6 @@ def _packed(address: str) -> bytes:
     return raw
 
 
-def _timed(segs: list) -> bool:
-    """Whether a connection's packets span UNTIMED_SPAN or more (or times that do not compare):
-    then Zeek's timers may read its times, and its facts are not the shape's."""
-    lo = hi = segs[0][5]
-    for r in segs:
-        t = r[5]
-        if t < lo:
-            lo = t
-        if t > hi:
-            hi = t
-    return not hi - lo < UNTIMED_SPAN
-
-
 def _facts_text(c: _Conn) -> str:
     """The part of a connection's JSON between the server and the index's value."""
     facts = summary(_connection(c))
@@ -311,173 +308,6 @@ def _decoded(r: tuple, skipped: dict | None = None) -> tuple | None:
         return None
     return (_packed(seg.src), seg.sport, _packed(seg.dst), seg.dport, seg.seq, seg.ack, seg.flags, seg.win,
             seg.payload_len, seg.options, seg.ip_id, seg.loopback)
-
-
-def _segment_template(r: tuple) -> str:
-    """One segment's JSON with t, frame and win left as %s (the rest is fixed by the shape)."""
-    flags = r[3]
-    text = _flags_cache.get(flags) or flags_text(flags)
-    return (f'{{"t": %s, "from": "{_FROM[r[0]]}", "flags": "{text}", "seq": {r[1]}, "ack": {r[2]}, '
-            f'"len": {r[4]}, "frame": %s, "win": %s}}')
-
-
-def _json_connections(reading: CaptureReading, linger: float) -> Iterator[str]:
-    stats = reading.stats
-    records = capture.read_records(reading.stream, reading.info)
-    fast = decode.ethernet_tcp
-    window = DUPLICATE_WINDOW
-    lookback = -DUPLICATE_LOOKBACK
-    shapes: dict[tuple, tuple[str, str]] = {}
-    skipped = stats.skipped
-    zero_macs = bytes(12)
-
-    def text(c: _Conn) -> str:
-        stats.duplicates += c.duplicates
-        segs = c.segs
-        if c.moved or len(segs) > SHAPE_MAX_SEGMENTS or _timed(segs):
-            return connection_json(_connection(c))
-        shape = (port_class(c.cport, c.server[1]), tuple([r[:5] for r in segs]), tuple([not r[7] for r in segs]))
-        memo = shapes.get(shape)
-        if memo is None:
-            memo = (_facts_text(c), ", ".join([_segment_template(r) for r in segs]))
-            if len(shapes) >= SHAPE_MEMO_MAX:
-                shapes.clear()
-            shapes[shape] = memo
-        args = []
-        for r in segs:
-            # t's text as json writes it, repr(t), without repr's costly shortest-digits search
-            # when t is a whole number of microseconds (classic pcap): us / 1e6 == t says the
-            # decimal us/1e6 is what t was rounded from, and below 2**32 s (ulp < 1e-6) no other
-            # decimal of <= 6 fractional digits rounds to t, so it is the shortest: repr's text.
-            t = r[5]
-            us = int(t * 1e6 + 0.5) if 1.0 <= t < 4294967296.0 else 0
-            if us and us / 1e6 == t:
-                sec, frac = divmod(us, 1000000)
-                hi, lo = divmod(frac, 1000)
-                args += (f"{sec}.{_DIGITS3[hi]}{_DIGITS3_STRIPPED[lo]}" if lo else f"{sec}.{_DIGITS3_STRIPPED[hi] or '0'}",
-                         r[6], r[7])
-            else:
-                args += (repr(t) if t - t == 0 else json.dumps(t), r[6], r[7])
-        # endpoint texts are digits, hex, ".", ":" and brackets: JSON strings as they are
-        return (f'{{"client": "{endpoint_text(*_text_endpoint(c.client))}", '
-                f'"server": "{endpoint_text(*_text_endpoint(c.server))}", '
-                f'{memo[0]}{c.index}, "segments": [{memo[1] % tuple(args)}]}}')
-
-    open_by_key: dict[tuple, _Conn] = {}
-    pending: deque[_Conn] = deque()
-    head: _Conn | None = None  # pending[0]
-    ready = _INF
-    half_linger = linger * 0.5
-    count = packets = tcp = 0
-    lo_segments = lo_copies = 0  # connections.Doubling's counts
-    try:
-        for index, t, lt, buf, start, end, orig, comment, iface, section in records:
-            packets += 1
-            # ---- decode (as decode.segments)
-            f = fast(buf, start, end) if lt == 1 else None
-            if f is None:
-                f = _decoded((index, t, lt, buf, start, end, orig, comment, iface, section), skipped)
-                if f is None:
-                    continue
-                src, sport, dst, dport, seq, ack, flags, win, length, options, ip_id, loopback = f
-            else:
-                _, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1 = f
-                options = buf[o0:o1] if o1 > o0 else ()
-                loopback = buf[start : start + 12] == zero_macs
-            tcp += 1
-            # ---- track (as track())
-            key = (src, sport, dst, dport)
-            c = open_by_key.get(key)
-            if c is None or (
-                flags & SYN and not flags & ACK and c.finished()
-                and (c.client_isn is None or seq != c.client_isn)
-            ):  # a new connection, or a new SYN on a finished 4-tuple (Connection.starts_anew)
-                count += 1
-                rkey = (dst, dport, src, sport)
-                if flags & SYN and flags & ACK:  # a SYN-ACK comes from the server
-                    c = _Conn(count, (dst, dport), (src, sport), (key, rkey))
-                else:
-                    c = _Conn(count, (src, sport), (dst, dport), (key, rkey))
-                open_by_key[key] = c
-                open_by_key[rkey] = c
-                if not pending:
-                    head = c
-                pending.append(c)
-            # ---- add (as Connection.add)
-            segs = c.segs
-            side = "C" if sport == c.cport and src == c.caddr else "S"
-            duplicate = False
-            if loopback:  # (as Doubling.remove)
-                lo_segments += 1
-                for r in segs[lookback:]:
-                    if (
-                        r[8] == seq and r[9] == ack and r[0] == side and t - r[5] <= window and r[3] == flags
-                        and r[4] == length and r[7] == win and r[10] == ip_id and _same_options(r[11], options)
-                    ):
-                        lo_copies += 1
-                        duplicate = doubled(lo_segments, lo_copies)
-                        break
-            if duplicate:
-                c.duplicates += 1
-            else:
-                me, peer = (0, 1) if side == "C" else (1, 0)
-                base = c.base
-                if flags & SYN:
-                    if not c.syn[me]:
-                        if base[me] is not None:
-                            c.moved = True
-                        base[me] = seq
-                        c.syn[me] = True
-                    if side == "C" and not flags & ACK and c.client_isn is None:
-                        c.client_isn = seq
-                elif base[me] is None:
-                    base[me] = (seq - 1) % MOD
-                if flags & ACK:
-                    if base[peer] is None:
-                        base[peer] = (ack - 1) % MOD
-                    rack = (ack - base[peer]) % MOD
-                else:
-                    rack = 0
-                segs.append((side, (seq - base[me]) % MOD, rack, flags, length, t, index, win, seq, ack, ip_id,
-                             options, comment))
-                if flags & RST:
-                    c.rst = True
-                if flags & FIN:
-                    c.fin[me] = (seq + length + (1 if flags & SYN else 0) + 1) % MOD
-                if flags & ACK and c.fin[peer] is not None and (ack - c.fin[peer]) % MOD < _HALF:
-                    c.acked[peer] = True
-            # ---- hand on finished connections from the head of the queue (as track()); `ready`
-            # (half the linger after the head's last packet, far from any rounding) is a time
-            # before which it cannot go: the exact test runs only from then
-            if c is head and not duplicate and c.finished():
-                ready = segs[-1][5] + half_linger
-            if t >= ready:
-                while pending:
-                    head = pending[0]
-                    if not head.finished() or t - head.segs[-1][5] < linger:
-                        break
-                    pending.popleft()
-                    for k in head.keys:
-                        if open_by_key.get(k) is head:
-                            del open_by_key[k]
-                    yield text(head)
-                head = pending[0] if pending else None
-                if head is not None and head.finished():
-                    ready = head.segs[-1][5] + half_linger
-                else:
-                    ready = _INF
-    finally:  # as segments(): counted in locals, published however the reading ends
-        stats.packets += packets
-        stats.tcp += tcp
-        stats.other += packets - tcp
-    for c in pending:
-        yield text(c)
-
-
-# --- the compiled loop ----------------------------------------------------------------------------
-# _showloop.Loop does what _json_connections does, packet for packet, and writes connection_json's
-# or connection_text's texts; what is rare it asks of these hooks (a connection comes to them as
-# _Conn's fields in a tuple: see _showloop.c).
 
 
 def _conn_of(state: tuple) -> _Conn:
@@ -524,7 +354,9 @@ def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks])
     loop = _showloop.Loop(capture.read_records(reading.stream, reading.info), linger, DUPLICATE_WINDOW,
                           DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, bound, transcript=hooks.transcript,
                           verbose=hooks.verbose, slack=DOUBLING_SLACK,
-                          server_ports=LIKELY_SERVER_PORT_BITS, untimed_span=UNTIMED_SPAN)
+                          server_ports=LIKELY_SERVER_PORT_BITS, untimed_span=UNTIMED_SPAN,
+                          analysis=(analysis.FORGET_AFTER, analysis.BASES_MAX, analysis.MAX_UNACKED,
+                                    analysis.FAST_RETRANSMISSION_NS, analysis.OUT_OF_ORDER_NS))
     try:
         yield from loop
     finally:  # as segments(): published however the reading ends
