@@ -423,7 +423,8 @@ def test_the_analysis_forgets_and_clears_as_the_reference_does(monkeypatch):
     # analysis's memory taken in both copies, on random captures (which reuse 4-tuples a lot)
     from verifier.wire import analysis
 
-    monkeypatch.setattr(analysis, "FORGET_AFTER", 0.001)
+    monkeypatch.setattr(analysis, "FORGET_AFTER", 0.01)
+    monkeypatch.setattr(analysis, "CLOSED_FORGET_AFTER", 0.001)
     monkeypatch.setattr(analysis, "BASES_MAX", 4)
     rng = random.Random(7)
     for n in range(20):

@@ -200,7 +200,8 @@ def cmd_run(args, out) -> int:
     jobs = [(s, expectations.get((s.name, str(s.program))), rt) for s in chosen for rt in rts]
     check_readable(chosen, unprivileged_user())  # a program the program user cannot read: one line, before the table
     json_to_stdout = args.json == "-"
-    table = ResultsTable(sys.stderr if json_to_stdout else out, total=len(jobs), matrix=len(rts) > 1)
+    table = ResultsTable(sys.stderr if json_to_stdout else out, total=len(jobs), matrix=len(rts) > 1,
+                         name_width=max([24] + [len(s.name) for s in chosen]))
     table.start(plat, rts, args.backend, args.jobs)
     compare_fixtures = not (args.record or args.accept or args.no_fixture_check)
     checks: dict[int, object] = {}

@@ -45,11 +45,12 @@ def result_record(r, fixture: FixtureCheck | None = None) -> dict:
 class ResultsTable:
     """The run's table on a stream: a header, one line per run as it finishes, then the details."""
 
-    def __init__(self, stream, total: int, matrix: bool = False):
+    def __init__(self, stream, total: int, matrix: bool = False, name_width: int = 24):
         self.stream = stream
         self.total = total
         self.done = 0
         self.matrix = matrix
+        self.name_width = name_width  # the longest scenario name of the run: the columns stay aligned
 
     def start(self, plat: dict, runtimes, backend: str, jobs: int) -> None:
         rts = ", ".join(f"{r.name} {r.version}" for r in runtimes)
@@ -61,7 +62,7 @@ class ResultsTable:
         self.done += 1
         conns = len(r.connections)
         self.stream.write(
-            f"[{self.done:>2}/{self.total}] {STATUS_WORD[status_of(r, fixture)]:<7} {r.scenario.name:<24} {r.runtime.name:<7} "
+            f"[{self.done:>2}/{self.total}] {STATUS_WORD[status_of(r, fixture)]:<7} {r.scenario.name:<{self.name_width}} {r.runtime.name:<7} "
             f"{r.packets:>4} packets {conns:>2} conn  {r.duration:6.3f} s\n"
         )
         self.stream.flush()
@@ -119,7 +120,7 @@ def matrix_table(results, fixtures: list[FixtureCheck | None] | None = None) -> 
     runtimes = list(dict.fromkeys(r.runtime.name for r in results))
     names = list(dict.fromkeys(r.scenario.name for r in results))
     cell = {(r.scenario.name, r.runtime.name): STATUS_WORD[status_of(r, c)] for r, c in zip(results, checks)}
-    width = max(len(n) for n in names)
+    width = max(len(n) for n in names + ["scenario"])
     lines = [f"{'scenario':<{width}}  " + "  ".join(f"{rt:<8}" for rt in runtimes)]
     for n in names:
         lines.append(f"{n:<{width}}  " + "  ".join(f"{cell.get((n, rt), '-'):<8}" for rt in runtimes))

@@ -100,7 +100,7 @@ typedef struct {
     PyObject *shapes; /* dict: shape bytes -> facts text */
     PyObject *flags_cache[512];
     ATable convs, bases; /* the analysis's conversations (both directions) and forgotten ones' bases */
-    double sweep_at, forget_after;
+    double sweep_at, forget_after, closed_after;
     Py_ssize_t max_unacked, bases_max;
     long long fast_rtx_ns, ooo_ns;
     char *out;
@@ -767,7 +767,7 @@ typedef struct {
     uint32_t base_seq, window, nextseq, maxseqtobeacked, lastack;
     long long nextseq_ns, lastack_ns;
     int win_scale, last_flags, dupacknum;
-    char base_set, is_first_ack;
+    char base_set, is_first_ack, fin; /* fin: this direction has sent a FIN */
     uint32_t *unacked; /* next seqs of segments not yet ACKed (at most max_unacked) */
     Py_ssize_t nunacked, unacked_cap;
 } Flow;
@@ -778,6 +778,7 @@ typedef struct Conv {
     long long mru_syn_ns, first_rtt_ns;
     double last_t;
     int refs; /* table entries pointing here (2, or 1 for a 4-tuple whose ends are equal) */
+    char closed; /* a RST, or a FIN each way, was seen */
 } Conv;
 
 typedef struct { /* a forgotten conversation's base seqs, by its key's sides */
@@ -926,14 +927,15 @@ nomem:
 }
 
 static int forget_idle(Loop *self, double now) { /* Analyzer._forget_idle */
-    self->sweep_at = now + self->forget_after / 4;
+    self->sweep_at = now + (self->forget_after < self->closed_after ? self->forget_after : self->closed_after) / 4;
     ATable *t = &self->convs;
     Conv **idle = NULL;
     size_t n = 0, cap = 0;
     for (size_t i = 0; i < t->nbuckets; i++) /* first collect: removing walks the buckets too */
         for (ANode *node = t->buckets[i]; node; node = node->next) {
             Conv *c = node->value;
-            if (memcmp(&node->key, &c->key, sizeof(Key)) == 0 && now - c->last_t > self->forget_after) {
+            if (memcmp(&node->key, &c->key, sizeof(Key)) == 0 &&
+                now - c->last_t > (c->closed ? self->closed_after : self->forget_after)) {
                 if (n == cap) {
                     Conv **more = PyMem_Realloc(idle, (cap = cap ? cap * 2 : 64) * sizeof(Conv *));
                     if (!more) goto nomem;
@@ -1160,6 +1162,8 @@ static int analysis_bits(Loop *self, const Packet *p, double t) {
         if (fwd->win_scale == -1) fwd->win_scale = rev->win_scale = -2;
         else if ((flags & ACK) && rev->win_scale == -2) fwd->win_scale = -2;
     }
+    if (flags & FIN) fwd->fin = 1;
+    if ((flags & RST) || (fwd->fin && rev->fin)) conv->closed = 1;
     conv->last_t = t;
     if (t >= self->sweep_at && forget_idle(self, t) < 0) return -1;
     return bits;
@@ -1369,14 +1373,14 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     }
     self->slack = 8;
     self->untimed_span = INFINITY;
-    /* analysis.py's FORGET_AFTER, BASES_MAX, MAX_UNACKED, FAST_RETRANSMISSION_NS, OUT_OF_ORDER_NS */
-    self->forget_after = 30.0, self->bases_max = 1 << 15, self->max_unacked = 10000;
+    /* analysis.py's FORGET_AFTER, CLOSED_FORGET_AFTER, BASES_MAX, MAX_UNACKED, FAST_RETRANSMISSION_NS, OUT_OF_ORDER_NS */
+    self->forget_after = 30.0, self->closed_after = 2.0, self->bases_max = 1 << 15, self->max_unacked = 10000;
     self->fast_rtx_ns = 20000000, self->ooo_ns = 3000000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d(dnnLL)", kw, &records, &self->linger, &self->window,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d(ddnnLL)", kw, &records, &self->linger, &self->window,
                                      &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
                                      &self->verbose, &self->slack, &self->server_ports, &self->untimed_span,
-                                     &self->forget_after, &self->bases_max, &self->max_unacked, &self->fast_rtx_ns,
-                                     &self->ooo_ns))
+                                     &self->forget_after, &self->closed_after, &self->bases_max, &self->max_unacked,
+                                     &self->fast_rtx_ns, &self->ooo_ns))
         return -1;
     if (!(self->records = PyObject_GetIter(records))) return -1;
     struct { PyObject **slot; const char *name; } names[] = {
@@ -1447,7 +1451,7 @@ static PyTypeObject LoopType = {
     .tp_basicsize = sizeof(Loop),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Loop(records, linger, window, lookback, shape_max, memo_max, hooks, *, transcript=False, "
-              "verbose=False, slack=8, server_ports=b'', untimed_span=inf, analysis=(30.0, 32768, 10000, 20000000, 3000000)): "
+              "verbose=False, slack=8, server_ports=b'', untimed_span=inf, analysis=(30.0, 2.0, 32768, 10000, 20000000, 3000000)): "
               "the texts of show --json (or of show's transcript, -v's with verbose)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Loop_init,

@@ -59,10 +59,14 @@ TSHARK_FIELDS = {name: "tcp.analysis." + ("duplicate_ack" if name == "dup-ack" e
 MAX_UNACKED = 10_000  # TCP_MAX_UNACKED_SEGMENTS: past it a SYN or FIN no longer counts one in nextseq
 FAST_RETRANSMISSION_NS = 20_000_000  # a retransmission within 20 ms of the peer's 2nd+ duplicate ACK
 OUT_OF_ORDER_NS = 3_000_000  # without an initial RTT: a late segment within 3 ms is out of order
-# State of conversations idle this long (capture time) is forgotten, except each 4-tuple's base
-# seqs (so a later SYN reusing its ports is still recognised), up to BASES_MAX 4-tuples (then
-# those are forgotten too, all at once): memory stays bounded on an endless stream.
+# State of conversations idle this long (capture time) is forgotten, closed ones (a RST, or a FIN
+# each way) after CLOSED_FORGET_AFTER (as connections.track hands connections on), except each
+# 4-tuple's base seqs (so a later SYN reusing its ports is still recognised), up to BASES_MAX
+# 4-tuples (then those are forgotten too, all at once): memory stays bounded on an endless stream.
+# A packet of a forgotten conversation starts afresh: Wireshark's labels may then differ (a FIN
+# retransmitted more than 2 s after the close is not called a retransmission).
 FORGET_AFTER = 30.0
+CLOSED_FORGET_AFTER = 2.0
 BASES_MAX = 1 << 15
 
 
@@ -97,7 +101,7 @@ class Flow:
     """One direction of a conversation (packet-tcp.c's tcp_flow_t and its seq-analysis info)."""
 
     __slots__ = ("base_set", "base_seq", "win_scale", "window", "is_first_ack", "last_flags", "nextseq",
-                 "nextseq_ns", "maxseqtobeacked", "lastack", "lastack_ns", "dupacknum", "unacked")
+                 "nextseq_ns", "maxseqtobeacked", "lastack", "lastack_ns", "dupacknum", "unacked", "fin")
 
     def __init__(self) -> None:
         self.base_set = False
@@ -113,12 +117,13 @@ class Flow:
         self.lastack_ns = 0
         self.dupacknum = 0
         self.unacked: list[int] = []  # next seqs of segments not yet ACKed (at most MAX_UNACKED)
+        self.fin = False  # this direction has sent a FIN
 
 
 class Conversation:
     """A Wireshark TCP conversation: its two flows (by sender) and the handshake times."""
 
-    __slots__ = ("flows", "mru_syn_ns", "first_rtt_ns", "last_t", "key")
+    __slots__ = ("flows", "mru_syn_ns", "first_rtt_ns", "last_t", "key", "closed")
 
     def __init__(self, key: tuple) -> None:
         self.key = key
@@ -126,6 +131,7 @@ class Conversation:
         self.mru_syn_ns = 0
         self.first_rtt_ns = 0
         self.last_t = 0.0
+        self.closed = False  # a RST, or a FIN each way, was seen
 
     def flow(self, sender: tuple) -> Flow:
         f = self.flows.get(sender)
@@ -137,10 +143,11 @@ class Conversation:
 class Analyzer:
     """Feed every TCP segment of a capture in capture order; `labels(seg)` is that segment's."""
 
-    def __init__(self, forget_after: float | None = None) -> None:
+    def __init__(self, forget_after: float | None = None, closed_forget_after: float | None = None) -> None:
         self.conversations: dict[tuple, Conversation] = {}  # both directions' 4-tuples -> current
         self.bases: dict[tuple, dict] = {}  # forgotten conversations: 4-tuple -> {sender: base seq}
         self.forget_after = FORGET_AFTER if forget_after is None else forget_after
+        self.closed_after = CLOSED_FORGET_AFTER if closed_forget_after is None else closed_forget_after
         self.sweep_at = 0.0
 
     def labels(self, seg: Segment) -> tuple[str, ...]:
@@ -190,6 +197,10 @@ class Analyzer:
                 fwd.win_scale = rev.win_scale = -2
             elif flags & ACK and rev.win_scale == -2:
                 fwd.win_scale = -2
+        if flags & FIN:
+            fwd.fin = True
+        if flags & RST or (fwd.fin and rev.fin):
+            conv.closed = True
         conv.last_t = seg.t
         if seg.t >= self.sweep_at:
             self._forget_idle(seg.t)
@@ -205,8 +216,9 @@ class Analyzer:
         return conv
 
     def _forget_idle(self, now: float) -> None:
-        self.sweep_at = now + self.forget_after / 4
-        idle = [conv for key, conv in self.conversations.items() if key == conv.key and now - conv.last_t > self.forget_after]
+        self.sweep_at = now + min(self.forget_after, self.closed_after) / 4
+        idle = [conv for key, conv in self.conversations.items()
+                if key == conv.key and now - conv.last_t > (self.closed_after if conv.closed else self.forget_after)]
         # whether the bases are cleared is decided once for the whole sweep: the same whatever
         # order the idle conversations come in
         new = sum(1 for conv in idle if conv.key not in self.bases)

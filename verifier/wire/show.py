@@ -355,7 +355,7 @@ def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks])
                           DUPLICATE_LOOKBACK, SHAPE_MAX_SEGMENTS, SHAPE_MEMO_MAX, bound, transcript=hooks.transcript,
                           verbose=hooks.verbose, slack=DOUBLING_SLACK,
                           server_ports=LIKELY_SERVER_PORT_BITS, untimed_span=UNTIMED_SPAN,
-                          analysis=(analysis.FORGET_AFTER, analysis.BASES_MAX, analysis.MAX_UNACKED,
+                          analysis=(analysis.FORGET_AFTER, analysis.CLOSED_FORGET_AFTER, analysis.BASES_MAX, analysis.MAX_UNACKED,
                                     analysis.FAST_RETRANSMISSION_NS, analysis.OUT_OF_ORDER_NS))
     try:
         yield from loop
