@@ -313,13 +313,16 @@ def main(argv: list[str]) -> int:
         return statistics.median(r[kind]["scenarios"][name][key] for r in rounds)
 
     print(f"\nper scenario (median of {a.rounds} rounds), seconds:")
-    print(f"{'scenario':24} {'program':>8} {'ours wall':>10} {'overhead':>9} {'sleep wall':>11} {'overhead':>9}")
+    from verifier.scenario import builtin
+
+    floors = {s.name: s.floor for s in builtin()}  # each scenario's own timers (its `floor:` header)
+    print(f"{'scenario':28} {'floor':>6} {'program':>8} {'ours wall':>10} {'overhead':>9} {'sleep wall':>11} {'overhead':>9}")
     ours_over, sleep_over = [], []
     for name in names:
         o, s = med("ours", name, "overhead"), med("sleep_serial", name, "overhead")
         ours_over.append(o)
         sleep_over.append(s)
-        print(f"{name:24} {med('ours', name, 'duration'):8.3f} {med('ours', name, 'wall'):10.3f} {o:9.3f} "
+        print(f"{name:28} {floors.get(name, 0.0):6.2f} {med('ours', name, 'duration'):8.3f} {med('ours', name, 'wall'):10.3f} {o:9.3f} "
               f"{med('sleep_serial', name, 'wall'):11.3f} {s:9.3f}")
     all_ours = [r["ours"]["scenarios"][n]["overhead"] for r in rounds for n in names]
     cat = statistics.median(r["ours"]["wall"] for r in rounds)

@@ -227,3 +227,12 @@ def test_resolve_a_missing_path_says_no_such_file(tmp_path):
 ])
 def test_self_contained_programs_import_only_the_probe_and_builtins(text, expected):
     assert sc.self_contained(text) is expected
+
+
+def test_floor_is_the_programs_own_timers():
+    s = parse_program("x", Path("x.mjs"), "// x: y\n// floor: 1.2s\n", None, "")
+    assert s.floor == 1.2 and s.warnings == ()
+    assert parse_program("x", Path("x.mjs"), "// x: y\n", None, "").floor == 0.0
+    with pytest.raises(UsageError, match=r"x.mjs:2: 'floor:' takes a duration"):
+        parse_program("x", Path("x.mjs"), "// x: y\n// floor: soon\n", None, "")
+    assert max(builtin(), key=lambda s: s.floor).name == "keepalive-dead-peer"

@@ -18,7 +18,7 @@ HARNESS_MODULES = {"./" + name for name in NOT_SCENARIOS}  # laid beside every p
 # and transcripts stay the same from run to run.
 DEFAULT_ENV = {"VERIFIER_HOST": "localhost", "VERIFIER_PORT": "5000", "VERIFIER_PORT_CLOSED": "5001"}
 
-KNOWN_KEYS = ("seed", "source", "nft", "sysctl", "timeout", "syn-rto")
+KNOWN_KEYS = ("seed", "source", "nft", "sysctl", "timeout", "syn-rto", "floor")
 _HEADER = re.compile(r"^//\s*(?P<key>[A-Za-z][\w-]*)\s*:\s*(?P<value>.*?)\s*$")
 _EXPECT_BLOCK = re.compile(r"/\*\s*expect\s*\n(?P<body>.*?)\*/", re.S)
 # Module specifiers a program imports: static `import ... from "x"`, `import "x"`, `export ... from
@@ -48,6 +48,7 @@ class Scenario:
     sysctls: tuple[tuple[str, str], ...] = ()
     timeout: float = 20.0
     syn_rto: float | None = None  # seconds: the initial SYN RTO of the program's sockets (Linux: lab.synrto)
+    floor: float = 0.0  # seconds the program's own timers take at least (`floor:`): what no harness can beat
     expectation: str | None = None  # the expectation's text
     expectation_source: str = ""  # where it came from (file name), for messages
     expectation_offset: int = 0  # line offset of an embedded block inside the program
@@ -78,7 +79,7 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
     reproduces, owner/repo#N), `nft:` (repeatable),
     `sysctl: key=value` (repeatable), `timeout: seconds`, `syn-rto: 200ms` (or `0.2s`). The
     expectation is a NAME.expect file beside the program or a `/* expect ... */` block in the program."""
-    description, seed, source, nft, sysctls, timeout, syn_rto = "", "", "", [], [], 20.0, None
+    description, seed, source, nft, sysctls, timeout, syn_rto, floor = "", "", "", [], [], 20.0, None, 0.0
     for n, line in enumerate(text.splitlines()):
         if not line.startswith("//"):
             if line.strip():
@@ -106,6 +107,11 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
                 timeout = float(value)
             except ValueError:
                 raise UsageError(f"{program}:{n + 1}: 'timeout:' takes seconds, got {value!r}") from None
+        elif key == "floor":
+            try:
+                floor = parse_duration(value)
+            except ValueError as e:
+                raise UsageError(f"{program}:{n + 1}: 'floor:' {e}") from None
         elif key == "syn-rto":
             try:
                 syn_rto = parse_syn_rto(value)
@@ -125,7 +131,7 @@ def parse_program(name: str, program: Path, text: str, expectation: str | None, 
             offset = text[: block.start("body")].count("\n")
     return Scenario(
         name=name, program=program, description=description or "(no description)", seed=seed, source=source,
-        nft=tuple(nft), sysctls=tuple(sysctls), timeout=timeout, syn_rto=syn_rto, expectation=expectation,
+        nft=tuple(nft), sysctls=tuple(sysctls), timeout=timeout, syn_rto=syn_rto, floor=floor, expectation=expectation,
         expectation_source=expectation_source, expectation_offset=offset,
         self_contained=self_contained(text), warnings=tuple(warnings),
     )
@@ -143,12 +149,17 @@ def self_contained(text: str) -> bool:
     return True
 
 
-def parse_syn_rto(value: str) -> float:
+def parse_duration(value: str) -> float:
     """`200ms` or `0.2s` in seconds; ValueError (saying what it takes) for anything else."""
     m = _DURATION.fullmatch(value.strip())
     if not m:
         raise ValueError(f"takes a duration like 200ms or 0.2s, got {value!r}")
-    seconds = float(m["number"]) / (1000 if m["unit"] == "ms" else 1)
+    return float(m["number"]) / (1000 if m["unit"] == "ms" else 1)
+
+
+def parse_syn_rto(value: str) -> float:
+    """`200ms` or `0.2s` in seconds, within what the kernel can do; ValueError (saying what it takes)."""
+    seconds = parse_duration(value)
     if not SYN_RTO_MIN_S <= seconds <= SYN_RTO_MAX_S:
         raise ValueError(f"{value.strip()} is out of range: at least 1 ms (a jiffy at HZ=1000), at most 120 s (TCP_RTO_MAX)")
     return seconds

@@ -373,9 +373,10 @@ def run_many(jobs: list[tuple[Scenario, Expectation | None, Runtime]], backend: 
     stop = threading.Event()
     results: list[ScenarioResult | None] = [None] * len(jobs)
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="scenario") as pool:
-        # the longest first (a scenario's timeout: says how long it may take), so a long one does
-        # not start last and hold the whole run up: results still come back in job order
-        order = sorted(range(len(jobs)), key=lambda n: -jobs[n][0].timeout)
+        # the longest first (a scenario's floor: says how long its own timers take, its timeout:
+        # how long it may), so a long one does not start last and hold the whole run up: results
+        # still come back in job order
+        order = sorted(range(len(jobs)), key=lambda n: (-jobs[n][0].floor, -jobs[n][0].timeout))
         futures = {
             pool.submit(run_scenario, jobs[n][0], jobs[n][1], jobs[n][2], backend, keep_dir, stop): n
             for n in order

@@ -1,5 +1,6 @@
 // attempt-timeout: a blackholed first address is abandoned after 10 ms; the last one is not
 // seed: DESIGN "The seed's observations to reproduce", row "attempt timeout"
+// floor: 300ms
 // nft: table inet verifier { chain input { type filter hook input priority 0; policy accept; tcp dport $VERIFIER_PORT drop; }; }
 // sysctl: net.ipv4.tcp_syn_retries=1
 // syn-rto: 100ms

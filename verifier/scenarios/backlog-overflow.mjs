@@ -1,6 +1,7 @@
 // backlog-overflow: with the accept queue full, a new SYN is dropped (no SYN-ACK, no RST) and retransmitted until the listener accepts: connect latency while the process looks idle
 // seed: none (field report)
 // source: asterinas/asterinas#1733
+// floor: 200ms
 // sysctl: net.core.somaxconn=1
 // sysctl: net.ipv4.tcp_abort_on_overflow=1
 // syn-rto: 100ms

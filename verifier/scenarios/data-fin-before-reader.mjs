@@ -1,6 +1,7 @@
 // data-fin-before-reader: a request and its FIN that arrive before the server attaches a reader are still read and answered
 // seed: none (field report)
 // source: oven-sh/bun#36332
+// floor: 20ms
 // The client (allowHalfOpen: true) writes "hello" and end()s at once: P. and F. reach the server
 // before its program looks at the socket (an accepted socket with no 'data' listener, as in a
 // server that awaits something first). 20 ms after the client's 'finish' (its FIN is in the

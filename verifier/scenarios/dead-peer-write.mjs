@@ -1,6 +1,7 @@
 // dead-peer-write: a write to a peer that vanished is retransmitted with backoff until tcp_retries2, then the socket errors with ETIMEDOUT
 // seed: none (field report)
 // source: libuv/libuv#4334
+// floor: 1.6s
 // A write to a dead peer hangs for many minutes: unacknowledged data is governed by
 // retransmission (net.ipv4.tcp_retries2, 15 by default: ~15 minutes), not by keep-alive, whose
 // probes only start on an idle connection (libuv/libuv#4334: with writes every 2 s, keep-alive

@@ -1,6 +1,7 @@
 // happy-eyeballs-late-synack: a slow first address is abandoned at the attempt timeout; its late SYN-ACK is answered with a RST
 // seed: none (field report)
 // source: nodejs/node#47822
+// floor: 250ms
 // nodejs/node#47822 (ERR_SOCKET_CONNECTION_TIMEOUT on node 20) shows it in the reporter's own
 // capture: a SYN-ACK arriving after node had abandoned that attempt, answered at once with RST;
 // nodejs/node#54359: connections that would have succeeded fail with ETIMEDOUT when every

@@ -1,6 +1,7 @@
 // headers-timeout: a client that never finishes its request headers gets 408 and a FIN within headersTimeout + connectionsCheckingInterval
 // seed: none (field report)
 // source: nodejs/node#41263
+// floor: 250ms
 // node#41263 (node 18) moved headersTimeout and requestTimeout to a periodic check every
 // connectionsCheckingInterval (default 30 s), so a slow client is answered late. Here
 // headersTimeout 200 ms, requestTimeout 300 ms, connectionsCheckingInterval 50 ms. The raw

@@ -1,6 +1,7 @@
 // keepalive-dead-peer: the peer vanishes after the handshake: keep-alive probes go unanswered, then the kernel resets and the client gets ETIMEDOUT
 // seed: none (field report)
 // source: nodejs/node#31663
+// floor: 11.2s
 // A dead peer was noticed only after hours: with setKeepAlive()'s delay ignored (called before
 // 'connect', nodejs/node#31663, nodejs/node-v0.x-archive#21079) the kernel's 7200 s idle time
 // applies before the first probe. Here the client turns keep-alive on in 'connect' with the

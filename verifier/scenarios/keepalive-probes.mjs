@@ -1,6 +1,7 @@
 // keepalive-probes: setKeepAlive(true, 1000) once connected: the idle connection is probed after 1 s, and each probe is answered
 // seed: none (field report)
 // source: nodejs/node#31663
+// floor: 1.3s
 // Users saw no probes at all, or the first one only after the kernel's 7200 s: nodejs/node#31663
 // (and nodejs/node-v0.x-archive#21079 before it) is setKeepAlive()'s delay ignored when called
 // before 'connect'; nodejs/node#57712 is a delay under 1000 ms silently truncated to 0 (off).

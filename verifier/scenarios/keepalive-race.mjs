@@ -1,6 +1,7 @@
 // keepalive-race: a request sent on a kept-alive connection as the server's idle timer expires is answered with a RST: the client gets ECONNRESET
 // seed: none (field report)
 // source: nodejs/node#52649
+// floor: 1.2s
 // The race of node#52649 and undici#3141 ("socket hang up" / ECONNRESET near keepAliveTimeout),
 // made deterministic. The client is a raw net socket speaking HTTP/1.1 by hand (an http.Agent
 // would not reuse the socket: the server's `Keep-Alive: timeout=0` hint, see

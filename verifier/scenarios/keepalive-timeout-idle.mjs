@@ -1,6 +1,7 @@
 // keepalive-timeout-idle: the http server closes an idle keep-alive connection with a FIN keepAliveTimeout + 1 s after its response
 // seed: none (field report)
 // source: nodejs/node#13655
+// floor: 1.1s
 // node#13655 (node 8.1): a client pooling sockets for 6 s saw the server close idle ones after a
 // few seconds: the new 5 s server.keepAliveTimeout (node#13391 is the same timer cutting a busy,
 // long request, fixed in 8.1.1; this scenario measures the idle close). Here the timeout is 100 ms

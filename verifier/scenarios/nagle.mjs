@@ -1,6 +1,7 @@
 // nagle: with Nagle's algorithm a small write waits for the ACK of the one before; setNoDelay(true) sends it at once
 // seed: none (field report)
 // source: nodejs/node#34185
+// floor: 300ms
 // Small writes stall for a round trip (or a delayed ACK, ~40 ms on Linux) because net sockets
 // start with Nagle's algorithm on; nodejs/node#34185 asks for TCP_NODELAY by default for HTTP,
 // as curl did. On loopback the ACK comes within microseconds, so the lab delays every packet

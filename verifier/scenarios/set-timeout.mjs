@@ -1,6 +1,7 @@
 // set-timeout: socket.setTimeout() only emits 'timeout': nothing goes on the wire until the program closes the socket itself
 // seed: none (field report)
 // source: FurqanSoftware/node-whois#33
+// floor: 50ms
 // node-whois#33: on a lookup timeout the socket stayed open and CLI scripts never exited (fixed
 // by calling destroy() in 'timeout'). Node documents that a timeout closes nothing.
 // After a ping/pong exchange (so each side has had data and the close below is the same every run) the

@@ -1,5 +1,6 @@
 // slow-peer-end: the server end()s 100 ms after 'end': Linux ACKs the FIN alone first (4 packets)
 // seed: DESIGN "The seed's observations to reproduce", row "client end": its other shape
+// floor: 100ms
 // The same close as client-end, but the server waits 100 ms before its end(). Linux's delayed
 // ACK of the client's FIN (within a timer tick when no data was received, ~40 ms after data) has
 // long left by then: a separate ACK, then the server's FIN — the 4-packet close BSD/macOS always
