@@ -365,3 +365,27 @@ def test_without_the_compiled_loop_show_says_once_it_takes_the_slow_path(monkeyp
     doc = __import__("json").loads(slow.out)
     labels = [s["analysis"] for s in doc["files"][0]["connections"][0]["segments"]]
     assert labels[5:7] == [["keep-alive"], ["keep-alive-ack"]]
+
+
+@pytest.mark.parametrize("fmt", [(), ("--json",)], ids=["text", "json"])
+def test_when_traffic_stops_a_finished_connection_is_printed_after_the_linger_in_wall_clock_time(fmt):
+    from verifier.wire.connections import LINGER
+
+    proc = subprocess.Popen([sys.executable, "-m", "verifier", "show", *fmt, "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(pcap_header() + b"".join(connection(1, 1000.0)))  # then nothing: no later packet
+        proc.stdin.flush()
+        started = time.monotonic()
+        seen = lines_until(proc.stdout, '  {"client"' if fmt else "connection 1:", timeout=LINGER + 20)
+        assert time.monotonic() - started >= LINGER * 0.9  # not before the linger has passed
+        assert proc.poll() is None
+    finally:
+        proc.stdin.close()
+    rest = proc.stdout.read().decode()
+    assert proc.wait(timeout=20) == 0
+    out = "\n".join(seen) + rest
+    if fmt:
+        assert [c["index"] for c in json.loads(out)["files"][0]["connections"]] == [1]
+    else:
+        assert out.count("connection 1:") == 1 and out.endswith("6 packets (6 TCP, 0 other), 1 connection\n")

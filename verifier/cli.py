@@ -100,6 +100,13 @@ def cmd_show(args, out) -> int:
             stream.close()
 
 
+def _showloop_built() -> bool:
+    """Whether show's compiled loop is there (only it prints finished connections when a stream pauses)."""
+    from .wire import show
+
+    return show._showloop is not None
+
+
 def _check_header(read_frames, stream, path: str) -> None:
     try:
         next(read_frames(stream), None)
@@ -120,6 +127,7 @@ def _show(args, out, streams: dict, interrupt) -> int:
     import gc
 
     from .inputs import Checked
+    from .wire.connections import LINGER
     from .wire.show import CaptureReading
 
     # An error further into a file (after valid records) ends the output cleanly:
@@ -146,6 +154,8 @@ def _show(args, out, streams: dict, interrupt) -> int:
             else:
                 stream.interrupt = interrupt
                 stream.on_wait = out.flush  # printed connections reach the reader while the capture is written
+                if _showloop_built():
+                    stream.pause = LINGER  # traffic stopped that long (wall clock): finished connections are printed
             try:
                 if args.json:
                     out.write(("," if n else "") + "\n {" + f'"file": {json.dumps(path)}, "connections": [')

@@ -1098,6 +1098,7 @@ static int parsed_wscale(PyObject *options) {
 
 /* a segment's labels as analysis.names gives them: each quoted, `between` between them */
 static int out_labels(Loop *self, int labels, const char *quote, const char *between) {
+    if (!labels) return 0; /* most segments */
     int first = 1;
     for (int i = 0; i < NLABELS; i++)
         if (labels & LABEL_NAMES[i].mask) {
@@ -1318,6 +1319,12 @@ static PyObject *Loop_next(Loop *self) {
         if (!record) {
             if (PyErr_Occurred()) return NULL;
             self->ended = 1;
+            continue;
+        }
+        if (record == Py_None) { /* capture.PAUSE: the stream paused longer than the linger: hand on what is finished */
+            Py_DECREF(record);
+            self->draining = 1;
+            self->now = INFINITY;
             continue;
         }
         if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) < 10) {
