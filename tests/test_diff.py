@@ -213,7 +213,7 @@ def test_differences_lists_overall_then_per_connection_words():
     assert differences(d2) == ["event only in A: client error code=ECONNREFUSED"]
 
 
-def test_analysis_label_counts_are_named_and_noise_left_out_unless_strict():
+def test_analysis_label_counts_are_named_and_timing_left_out_unless_strict():
     from verifier.diff import label_differences
     from verifier.wire.transcript import parse_segment
 
@@ -222,6 +222,8 @@ def test_analysis_label_counts_are_named_and_noise_left_out_unless_strict():
     b = [parse_segment("C > S  . 1:1(0) ack 1")]
     assert label_differences(a, b) == ["keep-alive probes: 2 (A) vs none (B)", "keep-alive ACKs: 1 (A) vs none (B)"]
     assert label_differences(a, b, strict=True)[-1] == "window updates: 1 (A) vs none (B)"
+    rtx = [parse_segment("C > S  . 1:5(4) ack 1 [retransmission]")]
+    assert label_differences(rtx, b) == [] and label_differences(rtx, b, strict=True) == ["retransmissions: 1 (A) vs none (B)"]
     assert label_differences(a, a) == [] and label_differences(b, b, strict=True) == []
 
 

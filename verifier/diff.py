@@ -237,9 +237,11 @@ def name_differences(la: list[SegmentLine], lb: list[SegmentLine], sa: list[Step
     return out
 
 
-# TCP analysis labels in words, for the differences `diff` names. Window updates and full windows
-# follow when the reader's application reads, and lost / ACKed-unseen segments where a capture
-# starts: timing and capture noise, named only with --strict.
+# TCP analysis labels in words, for the differences `diff` names. Keep-alive probes and their ACKs
+# (the endpoints' timers) and SYNs reusing ports are behaviour; the rest follows timing and load
+# (retransmissions, duplicate ACKs and reordering on a loaded loopback, windows as the reader's
+# application reads, lost or ACKed-unseen segments where a capture starts) and is named only with
+# --strict: a scenario about them says so in its expectation ([retransmission], never [dup-ack]).
 LABEL_WORDS = {
     "retransmission": "retransmissions", "fast-retransmission": "fast retransmissions",
     "spurious-retransmission": "spurious retransmissions", "out-of-order": "out-of-order segments",
@@ -249,7 +251,7 @@ LABEL_WORDS = {
     "window-update": "window updates", "window-full": "full-window segments",
     "lost-segment": "segments after an unseen one", "ack-lost-segment": "ACKs of unseen segments",
 }
-NOISE_LABELS = ("window-update", "window-full", "lost-segment", "ack-lost-segment")
+BEHAVIOUR_LABELS = ("keep-alive", "keep-alive-ack", "reused-ports")
 
 
 def label_differences(la: list[SegmentLine], lb: list[SegmentLine], strict: bool = False) -> list[str]:
@@ -264,7 +266,7 @@ def label_differences(la: list[SegmentLine], lb: list[SegmentLine], strict: bool
     ca, cb = counts(la), counts(lb)
     named = []
     for label, words in LABEL_WORDS.items():
-        if label in NOISE_LABELS and not strict:
+        if label not in BEHAVIOUR_LABELS and not strict:
             continue
         na, nb = ca.get(label, 0), cb.get(label, 0)
         if na != nb:

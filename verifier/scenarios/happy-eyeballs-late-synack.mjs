@@ -11,7 +11,9 @@
 // autoSelectFamilyAttemptTimeout 10: the ::1 attempt is abandoned at 10 ms (its socket closed
 // while SYN_SENT: nothing on the wire), 127.0.0.1 connects, and when the ::1 SYN-ACK arrives
 // 100 ms after its SYN there is no socket for it: the client's kernel answers R. The client
-// stays connected 150 ms more (past the late SYN-ACK), then end()s.
+// sends 4 bytes the server reads (so the close is the same every run: Linux's delayed ACK of the
+// FIN then rides on the server's FIN), stays connected 150 ms more (past the late SYN-ACK),
+// then end()s.
 import * as net from "node:net";
 import { accept, connect, done, env, familyOptions, fault, invoke, listen, once, watchServer } from "./probe.mjs";
 
@@ -24,7 +26,9 @@ const client = connect("client", {
   host: env.host, port: env.port, allowHalfOpen: true,
   ...familyOptions("client", { autoSelectFamilyAttemptTimeout: 10 }),
 });
-await Promise.all([once(client, "connect"), accepted]);
+const [, socket] = await Promise.all([once(client, "connect"), accepted]);
+invoke(client, "client", "write", "ping");
+await once(socket, "data");
 await new Promise((resolve) => setTimeout(resolve, 150));
 invoke(client, "client", "end");
 await once(client, "close");
