@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml setup.py verifier/wire/_showloop.c
 	@$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-test: reachable setup runtimes
+# fuzz-setup: tests/test_fuzz.py runs a short fuzz pass of the sanitizer build (clang, atheris)
+test: reachable setup runtimes fuzz-setup
 	$(PY) -m pytest
 
 verify: setup
@@ -89,3 +90,33 @@ bench: setup
 	@if [ "$(WHICH)" != show ]; then \
 	  $(PY) bench/bench_harness.py --profile --json bench/data/results-harness.json || exit $$?; \
 	fi
+
+# make fuzz: the coverage-guided fuzzer (atheris) on the sanitizer build of show's C loop (clang,
+# -fsanitize=address,undefined), FUZZ_SECONDS long (default 10 minutes), seeded from tests/data:
+# it says which build it fuzzes and prints executions, coverage and findings (docs/fuzzing.md).
+# A finding exits 1, its input saved under fuzz/build/findings/. make test runs a 40 s pass.
+FUZZ_SECONDS ?= 600
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+.PHONY: fuzz fuzz-setup wheel
+fuzz: fuzz-setup
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+# clang and its sanitizer runtimes (Debian's clang leaves libclang-rt-dev to a recommendation)
+# when a sanitizer build of an empty file fails; atheris from the `fuzz` extra (a manylinux wheel)
+fuzz-setup: setup $(FUZZ_STAMP)
+	@echo 'int x;' | clang -x c -fsanitize=address,undefined,fuzzer-no-link -shared -fPIC - -o /dev/null 2>/dev/null || { \
+	  echo "installing Debian packages: clang libclang-rt-dev (the fuzzer's sanitizer build)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libclang-rt-dev >/dev/null \
+	    || { echo "could not install clang libclang-rt-dev (run as root: sudo make fuzz-setup)"; exit 3; }; }
+
+$(FUZZ_STAMP): $(STAMP) pyproject.toml
+	@$(PY) -m pip install -q -e '.[test,fuzz]'
+	@touch $@
+
+# make wheel: a binary wheel of verifier (the compiled loop inside: users need no compiler) in
+# dist/; tests/test_wheel.py installs one into a fresh venv. Linux, macOS and Windows wheels are
+# built by .github/workflows/wheels.yml (cibuildwheel).
+wheel: setup
+	@mkdir -p dist && echo '*' > dist/.gitignore
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	@ls -1 dist/*.whl
