@@ -8,8 +8,8 @@ Default files: bench/data/conn120k.pcap and bench/data/conn25k.pcap (made by gen
 RSS high-water mark, from wait4's rusage) are measured. The tools:
 - verifier: `verifier show --json FILE` (its loop compiled: verifier/wire/_showloop.c)
 - verifier-text: `verifier show FILE` (the transcript, show's default output; the same loop)
-- verifier-python: `verifier show --json` with the compiled loop switched off (show.py's Python loop, which runs
-  where no C compiler built the extension)
+- verifier-slow-path: `verifier show --json` with the compiled loop switched off (the object path, the
+  reference: what runs where the extension is not built)
 - tshark:   `tshark -r FILE -T fields -e tcp.stream -e tcp.flags -e tcp.seq -e tcp.ack -e tcp.len`
 - dpkt:     bench/readers.py dpkt FILE (read + decode Ethernet/IP/TCP; no tracking, no output)
 - scapy:    bench/readers.py scapy FILE (PcapReader + TCP layer; slow: --ref-rounds runs)
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 TOOLS = {
     "verifier": lambda f: [PY, "-m", "verifier", "show", "--json", str(f)],
     "verifier-text": lambda f: [PY, "-m", "verifier", "show", str(f)],
-    "verifier-python": lambda f: [PY, "-c", "import sys, verifier.wire.show as s; s._showloop = None; "
+    "verifier-slow-path": lambda f: [PY, "-c", "import sys, verifier.wire.show as s; s._showloop = None; "
                                   "from verifier.cli import main; sys.exit(main(sys.argv[1:]))", "show", "--json", str(f)],
     "tshark": lambda f: ["tshark", "-r", str(f), "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags", "-e", "tcp.seq",
                          "-e", "tcp.ack", "-e", "tcp.len"],
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
         return 2
     packets = {f: count_packets(f) for f in files}
     runs: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
-    plan = [(tool, a.rounds) for tool in ("verifier", "tshark", "verifier-text", "verifier-python")]
+    plan = [(tool, a.rounds) for tool in ("verifier", "tshark", "verifier-text", "verifier-slow-path")]
     plan += [(tool, a.ref_rounds) for tool in ("dpkt", "scapy") if a.ref_rounds and not (tool == "scapy" and a.no_scapy)]
     for n in range(max(r for _, r in plan)):
         for f in files:
