@@ -320,6 +320,7 @@ def test_an_ethernet_copy_is_kept_as_the_retransmission_it_is():
     data = [s for s in conn.segments if s.length]
     assert [s.segment.index for s in data[:2]] == [4, 5] and data[0].seq == data[1].seq
     assert data[1].t - data[0].t == pytest.approx(0.0003, abs=1e-6)
+    assert (data[0].segment.analysis, data[1].segment.analysis) == ((), ("retransmission",))  # labelled, as Wireshark
 
 
 def test_frames_skipped_for_too_many_link_headers_are_named_in_a_warning():
