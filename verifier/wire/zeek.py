@@ -228,14 +228,16 @@ class _Conn:
         return TIMER_RULES[kind](self, when)
 
     def due(self, t: float) -> bool:
-        """Fire every timer due by time t, in time order; True if one removed the connection."""
+        """Fire every timer due by time t, in time order, each at time t (TimerMgr::DoAdvance dispatches
+        with the new network time: a timer that reschedules itself fires once, not once per interval
+        of a gap); True if one removed the connection."""
         while self.timers:
             self.timers.sort()
             when, kind = self.timers[0]
             if when > t:
                 return False
             self.timers.pop(0)
-            if self.fire(when, kind):
+            if self.fire(t, kind):
                 return True
         return False
 
