@@ -72,6 +72,31 @@ def test_a_heap_overflow_in_the_c_loop_is_a_finding(tmp_path):
     assert "1 finding" in done.stdout and "replay it with full stacks" in done.stdout
 
 
+def test_zeek_timers_fire_once_each_however_long_the_gap(monkeypatch):
+    # the fuzzer's first finding: one frame stamped 1971 among frames of 2026 made wire.zeek fire
+    # its self-rescheduling expire timer once per tcp_session_timer interval of the 56-year gap
+    from verifier.wire import zeek
+    from verifier.wire.show import CaptureReading
+
+    fired = []
+
+    def counted(rule):
+        def fire(c, t):
+            fired.append(t)
+            assert len(fired) < 1000, "a timer fires again and again within one gap"
+            return rule(c, t)
+        return fire
+
+    for kind, rule in list(zeek.TIMER_RULES.items()):
+        monkeypatch.setitem(zeek.TIMER_RULES, kind, counted(rule))
+    data = (Path(__file__).parent / "data" / "fuzz" / "zeek-timers-after-a-time-jump.pcap").read_bytes()
+    import io
+
+    conns = list(CaptureReading(io.BytesIO(data)).connections())
+    states = [zeek.zeek_state(c) for c in conns]
+    assert states == ['SF', 'SF', 'OTH', 'SF'] and len(fired) < 10, (len(fired), states)
+
+
 def test_the_fuzz_regressions_are_there():
     # tests/data/NOTICE names each; tests/test_show.py replays them among all captures too
     notice = (Path(__file__).parent / "data" / "NOTICE").read_text()
