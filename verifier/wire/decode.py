@@ -53,6 +53,9 @@ _PPPOE_SESSION, _PBB, _VNTAG = 0x8864, 0x88E7, 0x8926
 _PPP_IP = {0x0021: 4, 0x0057: 6}
 MAX_LINK_HEADERS = 16  # VLAN tags, MPLS labels, PPPoE/PBB/VN-Tag headers around one IP packet
 TOO_DEEP = f"more than {MAX_LINK_HEADERS} nested link-layer headers (VLAN tags, MPLS labels, PPPoE, PBB, VN-Tag)"
+# a TCP frame the snap length cut inside its fixed header (tshark shows it, marked "Packet size
+# limited during capture"; without ports, seq and flags it belongs to no connection here)
+TCP_CUT = "the TCP header cut by the snap length"
 _ZERO_MACS = bytes(12)
 _ARPHRD_LOOPBACK = 772
 _IPV6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: (len + 1) * 8 bytes
@@ -133,7 +136,7 @@ def _encapsulated(data: bytes, n: int, etype: int, off: int) -> tuple[int, int]:
 def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
     """The TCP segment in `frame`, or None (not TCP, unknown link type, truncated headers...).
 
-    A frame skipped for a reason worth a warning (TOO_DEEP) is counted in `skipped` when given:
+    A frame skipped for a reason worth a warning (TOO_DEEP, TCP_CUT) is counted in `skipped` when given:
     reason -> [frames, the first one's number]."""
     data = frame.data
     lt = frame.linktype
@@ -237,6 +240,9 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
 
     # ---- TCP
     if n < p + 20:
+        if skipped is not None and frame.orig_len > n:
+            seen = skipped.setdefault(TCP_CUT, [0, frame.index])
+            seen[0] += 1
         return None
     sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data, p)
     thl = (doff >> 4) * 4
