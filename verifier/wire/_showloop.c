@@ -70,11 +70,6 @@ typedef struct Conn {
     struct Conn *next; /* in first-packet order */
 } Conn;
 
-typedef struct Node {
-    Key key;
-    Conn *conn;
-    struct Node *next;
-} Node;
 
 typedef struct ANode ANode;
 typedef struct {
@@ -90,8 +85,7 @@ typedef struct {
     Py_buffer server_ports; /* zeek.LIKELY_SERVER_PORT_BITS: bit p % 8 of byte p / 8 (len 0: none) */
     Py_ssize_t lookback, shape_max, memo_max, slack;
     long long lo_segments, lo_copies; /* connections.Doubling's counts */
-    Node **buckets;
-    size_t nbuckets, nkeys;
+    ATable conns; /* open_by_key: both directions' 4-tuples -> Conn */
     Conn *head, *tail;
     long long count, packets, tcp, duplicates;
     int draining, ended;
@@ -139,56 +133,95 @@ static size_t key_hash(const Key *k) {
     return (size_t)h;
 }
 
-static Node **table_slot(Loop *self, const Key *k) {
-    Node **slot = &self->buckets[key_hash(k) & (self->nbuckets - 1)];
+struct ANode {
+    Key key;
+    void *value; /* Conv* (conversations) or Bases* (bases) */
+    ANode *next;
+};
+
+static int atable_init(ATable *t) {
+    t->nbuckets = 1024, t->nkeys = 0;
+    t->buckets = PyMem_Calloc(t->nbuckets, sizeof(ANode *));
+    if (!t->buckets) PyErr_NoMemory();
+    return t->buckets ? 0 : -1;
+}
+
+static ANode **atable_slot(ATable *t, const Key *k) {
+    ANode **slot = &t->buckets[key_hash(k) & (t->nbuckets - 1)];
     while (*slot && memcmp(&(*slot)->key, k, sizeof(Key)) != 0) slot = &(*slot)->next;
     return slot;
 }
 
-static int table_grow(Loop *self) {
-    size_t n = self->nbuckets * 2;
-    Node **b = PyMem_Calloc(n, sizeof(Node *));
+static void *atable_get(ATable *t, const Key *k) {
+    ANode *n = *atable_slot(t, k);
+    return n ? n->value : NULL;
+}
+
+static int atable_grow(ATable *t) {
+    size_t n = t->nbuckets * 2;
+    ANode **b = PyMem_Calloc(n, sizeof(ANode *));
     if (!b) return -1;
-    for (size_t i = 0; i < self->nbuckets; i++) {
-        Node *node = self->buckets[i];
-        while (node) {
-            Node *next = node->next;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (ANode *node = t->buckets[i], *next; node; node = next) {
+            next = node->next;
             size_t j = key_hash(&node->key) & (n - 1);
             node->next = b[j];
             b[j] = node;
-            node = next;
         }
-    }
-    PyMem_Free(self->buckets);
-    self->buckets = b;
-    self->nbuckets = n;
+    PyMem_Free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
     return 0;
 }
 
-static int table_set(Loop *self, const Key *k, Conn *c) { /* open_by_key[k] = c */
-    Node **slot = table_slot(self, k);
+/* t[k] = value; the value it replaces (or NULL) in *old; -1 out of memory */
+static int atable_set(ATable *t, const Key *k, void *value, void **old) {
+    ANode **slot = atable_slot(t, k);
+    *old = NULL;
     if (*slot) {
-        (*slot)->conn = c;
+        *old = (*slot)->value;
+        (*slot)->value = value;
         return 0;
     }
-    Node *node = PyMem_Malloc(sizeof(Node));
+    ANode *node = PyMem_Malloc(sizeof(ANode));
     if (!node) return -1;
-    node->key = *k;
-    node->conn = c;
-    node->next = NULL;
+    node->key = *k, node->value = value, node->next = NULL;
     *slot = node;
-    if (++self->nkeys > self->nbuckets && table_grow(self) < 0) return -1;
+    if (++t->nkeys > t->nbuckets && atable_grow(t) < 0) return -1;
     return 0;
 }
 
-static void table_forget(Loop *self, const Key *k, Conn *c) { /* if open_by_key.get(k) is c: del */
-    Node **slot = table_slot(self, k);
-    if (*slot && (*slot)->conn == c) {
-        Node *node = *slot;
-        *slot = node->next;
-        PyMem_Free(node);
-        self->nkeys--;
-    }
+static void *atable_pop(ATable *t, const Key *k) { /* del t[k]; its value, or NULL */
+    ANode **slot = atable_slot(t, k);
+    if (!*slot) return NULL;
+    ANode *node = *slot;
+    void *value = node->value;
+    *slot = node->next;
+    PyMem_Free(node);
+    t->nkeys--;
+    return value;
+}
+
+/* frees the table and its nodes, each value through `release` (NULL: the values are not its own) */
+static void atable_free(ATable *t, void (*release)(void *)) {
+    if (!t->buckets) return;
+    for (size_t i = 0; i < t->nbuckets; i++)
+        for (ANode *node = t->buckets[i], *next; node; node = next) {
+            next = node->next;
+            if (release) release(node->value);
+            PyMem_Free(node);
+        }
+    PyMem_Free(t->buckets);
+    t->buckets = NULL;
+}
+
+static int conns_set(Loop *self, const Key *k, Conn *c) { /* open_by_key[k] = c */
+    void *old;
+    return atable_set(&self->conns, k, c, &old);
+}
+
+static void conns_forget(Loop *self, const Key *k, Conn *c) { /* if open_by_key.get(k) is c: del */
+    if (atable_get(&self->conns, k) == c) atable_pop(&self->conns, k);
 }
 
 static void reverse_key(const Key *k, Key *r) {
@@ -786,93 +819,14 @@ typedef struct { /* a forgotten conversation's base seqs, by its key's sides */
     char set[2];
 } Bases;
 
-struct ANode {
-    Key key;
-    void *value; /* Conv* (conversations) or Bases* (bases) */
-    ANode *next;
-};
-
-static int atable_init(ATable *t) {
-    t->nbuckets = 1024, t->nkeys = 0;
-    t->buckets = PyMem_Calloc(t->nbuckets, sizeof(ANode *));
-    if (!t->buckets) PyErr_NoMemory();
-    return t->buckets ? 0 : -1;
-}
-
-static ANode **atable_slot(ATable *t, const Key *k) {
-    ANode **slot = &t->buckets[key_hash(k) & (t->nbuckets - 1)];
-    while (*slot && memcmp(&(*slot)->key, k, sizeof(Key)) != 0) slot = &(*slot)->next;
-    return slot;
-}
-
-static void *atable_get(ATable *t, const Key *k) {
-    ANode *n = *atable_slot(t, k);
-    return n ? n->value : NULL;
-}
-
-static int atable_grow(ATable *t) {
-    size_t n = t->nbuckets * 2;
-    ANode **b = PyMem_Calloc(n, sizeof(ANode *));
-    if (!b) return -1;
-    for (size_t i = 0; i < t->nbuckets; i++)
-        for (ANode *node = t->buckets[i], *next; node; node = next) {
-            next = node->next;
-            size_t j = key_hash(&node->key) & (n - 1);
-            node->next = b[j];
-            b[j] = node;
-        }
-    PyMem_Free(t->buckets);
-    t->buckets = b;
-    t->nbuckets = n;
-    return 0;
-}
-
-/* t[k] = value; the value it replaces (or NULL) in *old; -1 out of memory */
-static int atable_set(ATable *t, const Key *k, void *value, void **old) {
-    ANode **slot = atable_slot(t, k);
-    *old = NULL;
-    if (*slot) {
-        *old = (*slot)->value;
-        (*slot)->value = value;
-        return 0;
-    }
-    ANode *node = PyMem_Malloc(sizeof(ANode));
-    if (!node) return -1;
-    node->key = *k, node->value = value, node->next = NULL;
-    *slot = node;
-    if (++t->nkeys > t->nbuckets && atable_grow(t) < 0) return -1;
-    return 0;
-}
-
-static void *atable_pop(ATable *t, const Key *k) { /* del t[k]; its value, or NULL */
-    ANode **slot = atable_slot(t, k);
-    if (!*slot) return NULL;
-    ANode *node = *slot;
-    void *value = node->value;
-    *slot = node->next;
-    PyMem_Free(node);
-    t->nkeys--;
-    return value;
-}
-
 static void conv_release(Conv *c) { /* one table entry less pointing at it */
     if (--c->refs > 0) return;
     for (int i = 0; i < 2; i++) PyMem_Free(c->flow[i].unacked);
     PyMem_Free(c);
 }
 
-static void atable_free(ATable *t, int convs) {
-    if (!t->buckets) return;
-    for (size_t i = 0; i < t->nbuckets; i++)
-        for (ANode *node = t->buckets[i], *next; node; node = next) {
-            next = node->next;
-            if (convs) conv_release(node->value);
-            else PyMem_Free(node->value);
-            PyMem_Free(node);
-        }
-    PyMem_Free(t->buckets);
-    t->buckets = NULL;
-}
+static void conv_release_value(void *c) { conv_release(c); }
+
 
 static void flow_init(Flow *f) {
     memset(f, 0, sizeof *f);
@@ -947,7 +901,7 @@ static int forget_idle(Loop *self, double now) { /* Analyzer._forget_idle */
     size_t new = 0; /* cleared or not: decided once for the sweep, whatever order it comes in */
     for (size_t j = 0; j < n; j++) new += !atable_get(&self->bases, &idle[j]->key);
     if (new && self->bases.nkeys + new > (size_t)self->bases_max) { /* analysis.BASES_MAX */
-        atable_free(&self->bases, 0);
+        atable_free(&self->bases, PyMem_Free);
         if (atable_init(&self->bases) < 0) goto nomem;
     }
     for (size_t j = 0; j < n; j++) {
@@ -1175,8 +1129,7 @@ nomem:
 
 /* track() and Connection.add for one decoded packet (owns p->opt_obj) with its analysis labels; -1 on error */
 static int track(Loop *self, Packet *p, double t, long long frame, PyObject *comment, int labels) {
-    Node **slot = table_slot(self, &p->key);
-    Conn *c = *slot ? (*slot)->conn : NULL;
+    Conn *c = atable_get(&self->conns, &p->key);
     int flags = p->flags;
     if (!c || ((flags & SYN) && !(flags & ACK) && is_finished(c) && (!c->has_client_isn || p->seq != c->client_isn))) {
         Key rkey;
@@ -1187,9 +1140,9 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         c->key = p->key;
         c->client_is_src = !((flags & SYN) && (flags & ACK)); /* a SYN-ACK comes from the server */
         reverse_key(&p->key, &rkey);
-        if (table_set(self, &p->key, c) < 0 || table_set(self, &rkey, c) < 0) {
-            table_forget(self, &p->key, c);
-            table_forget(self, &rkey, c);
+        if (conns_set(self, &p->key, c) < 0 || conns_set(self, &rkey, c) < 0) {
+            conns_forget(self, &p->key, c);
+            conns_forget(self, &rkey, c);
             conn_free(c);
             goto nomem;
         }
@@ -1291,8 +1244,8 @@ static PyObject *pop_head(Loop *self, int forget) {
     if (forget) {
         Key rkey;
         reverse_key(&c->key, &rkey);
-        table_forget(self, &c->key, c);
-        table_forget(self, &rkey, c);
+        conns_forget(self, &c->key, c);
+        conns_forget(self, &rkey, c);
     }
     PyObject *text = conn_text(self, c);
     conn_free(c);
@@ -1399,11 +1352,7 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
         if (!(*names[i].slot = PyObject_GetAttrString(hooks, names[i].name))) return -1;
     self->half_linger = self->linger * 0.5;
     self->ready = INFINITY;
-    self->nbuckets = 1024;
-    if (!(self->buckets = PyMem_Calloc(self->nbuckets, sizeof(Node *)))) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    if (atable_init(&self->conns) < 0) return -1;
     if (!(self->shapes = PyDict_New())) return -1;
     if (atable_init(&self->convs) < 0 || atable_init(&self->bases) < 0) return -1;
     return 0;
@@ -1415,20 +1364,10 @@ static void Loop_dealloc(Loop *self) {
         self->head = c->next;
         conn_free(c);
     }
-    if (self->buckets) {
-        for (size_t i = 0; i < self->nbuckets; i++) {
-            Node *node = self->buckets[i];
-            while (node) {
-                Node *next = node->next;
-                PyMem_Free(node);
-                node = next;
-            }
-        }
-        PyMem_Free(self->buckets);
-    }
     for (int i = 0; i < 512; i++) Py_XDECREF(self->flags_cache[i]);
-    atable_free(&self->convs, 1);
-    atable_free(&self->bases, 0);
+    atable_free(&self->convs, conv_release_value);
+    atable_free(&self->bases, PyMem_Free);
+    atable_free(&self->conns, NULL); /* the connections are the head list's */
     PyMem_Free(self->out);
     Py_XDECREF(self->records);
     Py_XDECREF(self->decoded);
