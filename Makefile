@@ -94,7 +94,7 @@ bench: setup
 # make fuzz: the coverage-guided fuzzer (atheris) on the sanitizer build of show's C loop (clang,
 # -fsanitize=address,undefined), FUZZ_SECONDS long (default 10 minutes), seeded from tests/data:
 # it says which build it fuzzes and prints executions, coverage and findings (docs/fuzzing.md).
-# A finding exits 1, its input saved under fuzz/build/findings/. make test runs a 40 s pass.
+# A finding exits 1, its input saved under fuzz/build/findings/. make test runs a 30 s pass.
 FUZZ_SECONDS ?= 600
 FUZZ_STAMP := $(VENV)/.fuzz-installed
 .PHONY: fuzz fuzz-setup wheel

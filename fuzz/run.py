@@ -26,6 +26,7 @@ FUZZ = Path(__file__).resolve().parent
 ROOT = FUZZ.parent
 BUILD = FUZZ / "build"
 sys.path.insert(0, str(FUZZ))
+from seed_corpus import MAX_LEN  # noqa: E402
 
 # malloc_context_size=0 and a small quarantine: with Python, recording a stack per malloc made
 # the run 15x slower (9 against 132 executions a second) and its RSS 1.1 GB; a finding is
@@ -58,7 +59,7 @@ def last(pattern: str, text: str, default: str = "?") -> str:
 
 def fuzz(seconds: int, corpus: Path, findings: Path, module: str | None = None, log: Path | None = None) -> int:
     from build_sanitized import build
-    from seed_corpus import MAX_LEN, write
+    from seed_corpus import write
 
     env = environment()
     if module:  # a build given by the caller (tests inject a known bug into one)
@@ -99,6 +100,9 @@ def fuzz(seconds: int, corpus: Path, findings: Path, module: str | None = None, 
     print(f"fuzz: {execs} executions in {elapsed:.0f} s ({rate}/s), coverage {cov} edges ({ft} features: the C loop's "
           f"and verifier.wire's Python), corpus {corp} inputs, peak RSS {rss} MB, {len(new)} finding{'s' * (len(new) != 1)}",
           flush=True)
+    if not new and code == 0:
+        print(f"fuzz: the C loop's coverage by the corpus and seeds: {c_coverage(cmd[:2], [corpus, seeds], env)}",
+              flush=True)
     if new or code != 0:
         report = output[output.find("=="):] if "==" in output else output[-4000:]
         print("fuzz: FINDING" + (f" (the fuzzer exited {code})" if not new else "") + "\n" + report[-6000:], flush=True)
@@ -108,6 +112,25 @@ def fuzz(seconds: int, corpus: Path, findings: Path, module: str | None = None, 
                   f"{sys.executable} fuzz/show_target.py {path}", flush=True)
         return 1
     return 0
+
+
+def c_coverage(target: list[str], corpora: list[Path], env: dict[str, str]) -> str:
+    """Edges of _showloop.c the corpus reaches: one pass over it with libFuzzer's -print_coverage
+    (clang's counters are per edge of the C code; atheris's Python counters are not in that list)."""
+    symbolizer = shutil.which("llvm-symbolizer")
+    env = {**env, **({"ASAN_SYMBOLIZER_PATH": symbolizer} if symbolizer else {})}
+    done = subprocess.run([*target, *map(str, corpora), "-runs=0", f"-max_len={MAX_LEN}", "-print_coverage=1"], env=env,
+                          capture_output=True, text=True, errors="replace", cwd=ROOT)
+    covered = total = funcs = funcs_hit = 0
+    for m in re.finditer(r"^(UN)?COVERED_FUNC: hits: (\d+) edges: (\d+)/(\d+) (\S+) (\S+):\d+", done.stderr + done.stdout, re.M):
+        if m.group(6).endswith("_showloop.c"):
+            covered += int(m.group(3))
+            total += int(m.group(4))
+            funcs += 1
+            funcs_hit += m.group(1) is None
+    if not total:
+        return "not measured (no symbolized coverage: llvm-symbolizer missing?)"
+    return f"{covered} of {total} edges ({100 * covered / total:.0f} %), {funcs_hit} of {funcs} functions"
 
 
 def main(argv: list[str] | None = None) -> int:
