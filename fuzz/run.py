@@ -5,7 +5,7 @@ corpus (fuzz/seed_corpus.py: every capture of tests/data and generated ones), ru
 fuzz/show_target.py under atheris's ASan runtime for --seconds, and prints which build it fuzzed,
 executions, coverage, corpus and findings. The corpus grows in fuzz/build/corpus across runs.
 
-    python fuzz/run.py [--seconds N] [--corpus DIR] [--findings DIR]
+    python fuzz/run.py [--seconds N] [--corpus DIR] [--findings DIR] [--keep-going] [--log FILE]
 
 Exit 0: no finding; 1: a finding (its input is saved, its report printed, with the line that
 replays it: copy the input to tests/data/fuzz/ and fix it); 3: clang, Python's headers or atheris
@@ -140,9 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--findings", type=Path, default=BUILD / "findings")
     parser.add_argument("--module", help="fuzz this build of _showloop instead of fuzz/build's")
     parser.add_argument("--log", type=Path, help="write the fuzzer's whole output here")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="after a finding, start again (the corpus kept) until --seconds have passed")
     args = parser.parse_args(argv)
     try:
-        return fuzz(args.seconds, args.corpus, args.findings, args.module, args.log)
+        if not args.keep_going:
+            return fuzz(args.seconds, args.corpus, args.findings, args.module, args.log)
+        end, runs, found = time.monotonic() + args.seconds, 0, 0
+        while (left := int(end - time.monotonic())) >= 10:
+            runs += 1
+            log = args.log and args.log.with_name(f"{args.log.name}.{runs}")
+            found += fuzz(left, args.corpus, args.findings, args.module, log) == 1
+        print(f"fuzz: {runs} run{'s' * (runs != 1)} in {args.seconds} s, {found} ended by a finding", flush=True)
+        return 1 if found else 0
     except SystemExit as e:
         if isinstance(e.code, str):
             print(f"fuzz: {e.code}", file=sys.stderr)
