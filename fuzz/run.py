@@ -76,7 +76,7 @@ def fuzz(seconds: int, corpus: Path, findings: Path, module: str | None = None, 
           f"fuzz: {count} seeds from tests/data and generated captures, corpus {corpus}, {seconds} s", flush=True)
     cmd = [sys.executable, str(FUZZ / "show_target.py"), str(corpus), str(seeds), f"-max_total_time={seconds}",
            f"-max_len={MAX_LEN}", f"-timeout={TIMEOUT}", f"-rss_limit_mb={RSS_LIMIT_MB}", "-print_final_stats=1",
-           f"-artifact_prefix={findings}/", "-print_pcs=0"]
+           f"-artifact_prefix={findings}/", "-print_pcs=0", f"-dict={FUZZ / 'pcap.dict'}"]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", cwd=ROOT)
