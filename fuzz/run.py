@@ -66,7 +66,7 @@ def fuzz(seconds: int, corpus: Path, findings: Path, module: str | None = None, 
         env["VERIFIER_FUZZ_MODULE"] = module
     else:
         module = str(build())
-    seeds = BUILD / "seeds"
+    seeds = corpus.with_name(corpus.name + "-seeds")  # beside the corpus: runs on other corpora do not share it
     shutil.rmtree(seeds, ignore_errors=True)
     count = write(seeds)
     corpus.mkdir(parents=True, exist_ok=True)
