@@ -1,7 +1,8 @@
 """Builds verifier's one compiled module, the loop of `show --json` (verifier/wire/_showloop.c).
 
 It is optional: without a C compiler or Python's headers the install still succeeds and `show`
-runs the same loop in Python (slower; `make test` in CI insists on the compiled one)."""
+reads on the object path, the reference (the same output, slower, said once on stderr; `make
+test` in CI insists on the compiled loop). `make wheel` builds a binary wheel with it inside."""
 
 import sys
 

@@ -193,7 +193,9 @@ def cmd_run(args, out) -> int:
             if s.syn_rto is not None:
                 jiffies_for(s.syn_rto, str(s.program))
     elif family == "darwin" and os.geteuid() != 0:
-        raise EnvironmentProblem("capturing on lo0 needs root: run `sudo make verify`")
+        from .lab.netns import typed_command
+
+        raise EnvironmentProblem(f"capturing on lo0 needs root: run `{typed_command()}`")
     rts = [runtimes.resolve(r) for r in (args.runtime or ["node"])]
     plat = platform_info()
     keep = args.keep or last_run_dir()

@@ -123,6 +123,11 @@ def sudo_command(argv: Sequence[str], executable: str, main_module: str | None, 
     return shlex.join(["sudo", *words, *argv[1:]])
 
 
+def typed_command() -> str:
+    """The command this process was started with, under sudo (for messages that say to run it as root)."""
+    return _typed_command()
+
+
 def _typed_command() -> str:
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     main_module = spec.name.removesuffix(".__main__") if spec is not None and spec.name else None

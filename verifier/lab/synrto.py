@@ -240,7 +240,9 @@ def _load_failure(code: int, log: str) -> str:
     if code == errno.ENOSYS:
         return "syn-rto: this kernel has no bpf(2) system call (CONFIG_BPF_SYSCALL is off)"
     if code == errno.EPERM and os.geteuid() != 0:
-        return "syn-rto: loading a BPF program needs root (CAP_BPF and CAP_NET_ADMIN): run `sudo make verify`"
+        from .netns import typed_command
+
+        return f"syn-rto: loading a BPF program needs root (CAP_BPF and CAP_NET_ADMIN): run `{typed_command()}`"
     if code == errno.EPERM:
         return ("syn-rto: the kernel does not let root load a BPF program (EPERM: kernel lockdown, a security "
                 "module, or before Linux 5.11 a too low RLIMIT_MEMLOCK)")
