@@ -35,6 +35,7 @@ ASAN_OPTIONS = "detect_leaks=0:malloc_context_size=0:quarantine_size_mb=64:alloc
 REPLAY_ASAN_OPTIONS = "detect_leaks=0:allocator_may_return_null=1"
 UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
 FINDING_PREFIXES = ("crash-", "leak-", "timeout-", "oom-", "slow-unit-")
+REPORT_MARKS = ("runtime error:", "==ERROR:", "=== Uncaught Python exception", "ALARM:", "==WARNING:")
 TIMEOUT = 10  # seconds one input may take: more is a finding (show's time stays bounded)
 RSS_LIMIT_MB = 2048
 
@@ -104,8 +105,13 @@ def fuzz(seconds: int, corpus: Path, findings: Path, module: str | None = None, 
         print(f"fuzz: the C loop's coverage by the corpus and seeds: {c_coverage(cmd[:2], [corpus, seeds], env)}",
               flush=True)
     if new or code != 0:
-        report = output[output.find("=="):] if "==" in output else output[-4000:]
-        print("fuzz: FINDING" + (f" (the fuzzer exited {code})" if not new else "") + "\n" + report[-6000:], flush=True)
+        # from the first line of a sanitizer's, libFuzzer's or Python's report
+        starts = [i for i in (output.find(m) for m in REPORT_MARKS) if i >= 0]
+        report = output[output.rfind("\n", 0, min(starts)) + 1:] if starts else output[-4000:]
+        lines = report.splitlines()
+        if len(lines) > 60:  # the report's head (what and where), then its end (SUMMARY, stats)
+            lines = lines[:40] + [f"  ... ({len(lines) - 55} lines: the whole output with --log)"] + lines[-15:]
+        print("fuzz: FINDING" + (f" (the fuzzer exited {code})" if not new else "") + "\n" + "\n".join(lines), flush=True)
         for path in new:
             print(f"fuzz: input saved as {path}; replay it with full stacks:\n"
                   f"  LD_PRELOAD={env['LD_PRELOAD']} ASAN_OPTIONS={REPLAY_ASAN_OPTIONS} "

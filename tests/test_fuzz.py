@@ -1,8 +1,9 @@
 """Hostile captures against `show`: the fuzz pass of `make test`, the fuzzer's regressions, and the limits.
 
-A short coverage-guided run (FUZZ_TEST_SECONDS, default 30; with its start and coverage pass < 60 s) of fuzz/run.py must end with no
-finding, after running every seed; a heap overflow put into a copy of the C loop must come out as
-a finding (so a run that finds nothing has really run under AddressSanitizer); every input the
+A short coverage-guided run of fuzz/run.py (FUZZ_TEST_SECONDS, default 30: under a minute with its
+start and coverage pass) must end with no finding, after running every seed; a heap overflow and a
+signed overflow planted in a copy of the C loop must come out as findings (so a run that finds
+nothing has really run under AddressSanitizer and UndefinedBehaviorSanitizer); every input the
 fuzzer ever found (tests/data/fuzz) is replayed through the normal build. In CI a missing clang,
 sanitizer runtime or atheris fails here (it never skips); elsewhere it skips, saying how to get them.
 The limits (issue 13): a snap length cutting TCP headers, giant length fields on a stream, deep
@@ -55,8 +56,15 @@ def test_a_short_fuzz_run_of_the_sanitizer_build_finds_nothing(tmp_path):
     assert reached and 0 < int(reached.group(1)) < int(reached.group(2)), out[-2000:]
 
 
-def test_a_heap_overflow_in_the_c_loop_is_a_finding(tmp_path):
-    # the same source with one out-of-bounds write at the top of Loop_next, built as the fuzzer's build
+PLANTED = {
+    "heap-buffer-overflow": "{ char *volatile p = malloc(4); p[4] = 1; free(p); }",
+    "runtime error: signed integer overflow": "{ volatile int x = INT_MAX; x = x + (self != NULL); }",
+}
+
+
+@pytest.mark.parametrize("report", PLANTED)
+def test_a_memory_error_or_undefined_behaviour_in_the_c_loop_is_a_finding(tmp_path, report):
+    # the same source with one bug at the top of Loop_next, built as the fuzzer's build
     sys.path.insert(0, str(ROOT / "fuzz"))
     from build_sanitized import SOURCE, build, target
 
@@ -64,7 +72,7 @@ def test_a_heap_overflow_in_the_c_loop_is_a_finding(tmp_path):
     text = SOURCE.read_text()
     anchor = "static PyObject *Loop_next(Loop *self) {\n"
     assert text.count(anchor) == 1
-    source.write_text(text.replace(anchor, anchor + "    { char *volatile p = malloc(4); p[4] = 1; free(p); }\n"))
+    source.write_text(text.replace(anchor, anchor + "    " + PLANTED[report] + "\n"))
     try:
         module = build(quiet=True, source=source, out=tmp_path / "bad" / target().name)
     except SystemExit as e:  # no clang: as the short run
@@ -73,7 +81,7 @@ def test_a_heap_overflow_in_the_c_loop_is_a_finding(tmp_path):
         pytest.skip(f"the sanitizer build cannot be made: {e.code}")
     done = fuzz(tmp_path, "--seconds", "30", "--module", str(module), timeout=240)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "heap-buffer-overflow" in done.stdout and "fuzz: FINDING" in done.stdout
+    assert report in done.stdout and "fuzz: FINDING" in done.stdout
     assert [p.name[:6] for p in (tmp_path / "findings").iterdir()] == ["crash-"]
     assert "1 finding" in done.stdout and "replay it with full stacks" in done.stdout
 
