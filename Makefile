@@ -102,12 +102,18 @@ fuzz: fuzz-setup
 	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 # clang and its sanitizer runtimes (Debian's clang leaves libclang-rt-dev to a recommendation)
-# when a sanitizer build of an empty file fails; atheris from the `fuzz` extra (a manylinux wheel)
+# when a sanitizer build of an empty file fails, llvm-symbolizer (Debian's llvm: the C loop's
+# coverage by function) when missing; atheris from the `fuzz` extra (a manylinux wheel)
 fuzz-setup: setup $(FUZZ_STAMP)
-	@echo 'int x;' | clang -x c -fsanitize=address,undefined,fuzzer-no-link -shared -fPIC - -o /dev/null 2>/dev/null || { \
-	  echo "installing Debian packages: clang libclang-rt-dev (the fuzzer's sanitizer build)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libclang-rt-dev >/dev/null \
-	    || { echo "could not install clang libclang-rt-dev (run as root: sudo make fuzz-setup)"; exit 3; }; }
+	@missing=""; \
+	echo 'int x;' | clang -x c -fsanitize=address,undefined,fuzzer-no-link -shared -fPIC - -o /dev/null 2>/dev/null \
+	  || missing="clang libclang-rt-dev"; \
+	command -v llvm-symbolizer >/dev/null 2>&1 || missing="$$missing llvm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing (the fuzzer's sanitizer build)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || { echo "could not install $$missing (run as root: sudo make fuzz-setup)"; exit 3; }; \
+	fi
 
 $(FUZZ_STAMP): $(STAMP) pyproject.toml
 	@$(PY) -m pip install -q -e '.[test,fuzz]'
