@@ -33,7 +33,9 @@ CASES = [
 @pytest.mark.parametrize("steps,outcome,fin_ack,zeek", CASES, ids=[" ".join(c[0][3:]) or " ".join(c[0]) for c in CASES])
 def test_summary(steps, outcome, fin_ack, zeek):
     (conn,) = list(track(script(*steps)))
-    assert summary(conn) == {"outcome": outcome, "fin_ack": fin_ack, "zeek_state": zeek}
+    facts = summary(conn)
+    assert {k: facts[k] for k in ("outcome", "fin_ack", "zeek_state")} == {"outcome": outcome, "fin_ack": fin_ack, "zeek_state": zeek}
+    assert facts["zeek"][0]["conn_state"] == zeek  # zeek_state is the first Zeek record's state
 
 
 def test_simultaneous_close():
@@ -47,7 +49,8 @@ def test_simultaneous_close():
 def test_midstream_traffic_is_partial_and_oth():
     segs = script("C S", "S S.", "C P. 5", "S .")[2:]
     (conn,) = list(track(segs))
-    assert summary(conn) == {"outcome": "partial", "fin_ack": None, "zeek_state": "OTH"}
+    facts = summary(conn)
+    assert (facts["outcome"], facts["fin_ack"], facts["zeek_state"]) == ("partial", None, "OTH")
 
 
 def test_midstream_then_fin_close_is_still_classified():
@@ -65,3 +68,11 @@ def test_synack_then_rst_without_syn():
     assert summary(conn)["zeek_state"] == "RSTRH"
     (conn,) = list(track(script("C S", "S S.", "S R.")[1:]))
     assert summary(conn)["zeek_state"] == "OTH"
+
+
+def test_summary_carries_zeeks_records_of_the_connection():
+    # `zeek`: Zeek's records of the connection's packets, roles and segment positions (splits:
+    # tests/test_zeek.py); zeek_state is the first one's state
+    (conn,) = list(track(script(*HS, "C F.", "S F.", "C .")))
+    assert summary(conn)["zeek"] == [
+        {"orig": "client", "resp": "server", "conn_state": "SF", "history": "ShAFf", "first": 0, "last": 5}]

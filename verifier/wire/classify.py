@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .connections import Connection, RelSegment, seq_geq
 from .model import ACK, FIN, RST, SYN
-from .zeek import zeek_state
+from .zeek import record_dicts, records
 
 OUTCOMES = (
     "refused", "unanswered", "fin-client-first", "fin-server-first", "fin-simultaneous",
@@ -74,6 +74,9 @@ def _fin_end(s: RelSegment) -> int:
 
 
 def summary(conn: Connection) -> dict:
-    """outcome, fin_ack and zeek_state of a connection."""
+    """outcome, fin_ack and zeek_state of a connection, and `zeek`: the Zeek records of its packets
+    (Zeek may split one connection into several; zeek_state is the state of the first's)."""
     how = outcome(conn)
-    return {"outcome": how, "fin_ack": fin_ack(conn, how), "zeek_state": zeek_state(conn)}
+    recs = records(conn)
+    return {"outcome": how, "fin_ack": fin_ack(conn, how), "zeek_state": recs[0].conn_state if recs else "OTH",
+            "zeek": record_dicts(conn, recs)}

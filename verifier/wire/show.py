@@ -183,7 +183,8 @@ def connection_json(conn: Connection, facts: dict | None = None) -> str:
     return (
         f'{{"client": {dumps(endpoint_text(*conn.client))}, "server": {dumps(endpoint_text(*conn.server))}, '
         f'"outcome": {dumps(facts["outcome"])}, "fin_ack": {dumps(facts["fin_ack"])}, '
-        f'"zeek_state": {dumps(facts["zeek_state"])}, "index": {conn.index}, "segments": [{", ".join(parts)}]}}'
+        f'"zeek_state": {dumps(facts["zeek_state"])}, "zeek": {dumps(facts["zeek"])}, "index": {conn.index}, '
+        f'"segments": [{", ".join(parts)}]}}'
     )
 
 
@@ -298,7 +299,7 @@ def _facts_text(c: _Conn) -> str:
     """The part of a connection's JSON between the server and the index's value."""
     facts = summary(_connection(c))
     return (f'"outcome": {json.dumps(facts["outcome"])}, "fin_ack": {json.dumps(facts["fin_ack"])}, '
-            f'"zeek_state": {json.dumps(facts["zeek_state"])}, "index": ')
+            f'"zeek_state": {json.dumps(facts["zeek_state"])}, "zeek": {json.dumps(facts["zeek"])}, "index": ')
 
 
 def _decoded(r: tuple, skipped: dict | None = None) -> tuple | None:

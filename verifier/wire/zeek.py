@@ -536,7 +536,7 @@ def records(conn: Connection) -> list[ZeekRecord]:
     return out
 
 
-def record_dicts(conn: Connection) -> list[dict]:
+def record_dicts(conn: Connection, recs: list | None = None) -> list[dict]:
     """`records` for JSON: {"orig", "resp" (the roles "client"/"server" of the connection's own
     client and server fields), "conn_state", "history", "first", "last" (positions in the
     connection's segments)}. Only the shape, the port class, zero windows and (past
@@ -545,7 +545,7 @@ def record_dicts(conn: Connection) -> list[dict]:
     return [
         {"orig": role[r.orig_side], "resp": role["S" if r.orig_side == "C" else "C"], "conn_state": r.conn_state,
          "history": r.history, "first": r.first, "last": r.last}
-        for r in records(conn)
+        for r in (records(conn) if recs is None else recs)
     ]
 
 
