@@ -201,3 +201,14 @@ def test_window_and_options_are_compared_when_an_expectation_names_them():
     assert m.actual == "C > S  S 0:0(0) win 65495 <mss 65495,sackOK>"  # shown like the expected line
     (m,) = run(text.replace("C > S  . 1:1(0) ack 1", "C > S  F. 1:1(0) ack 1"), [[syn] + rest], [])
     assert m.actual == "C > S  . 1:1(0) ack 1"  # the line did not name them: not shown
+
+
+def test_tos_is_compared_when_an_expectation_names_it():
+    marked = SegmentLine("C", SYN, 0, 0, 0, connection=1, t=T0, win=65495, tos=0x10)
+    rest = [seg(0.001, "S", SYN | ACK, 0, 1), seg(0.002, "C", ACK, 1, 1)]
+    text = "C > S  S 0:0(0) tos 0x10\nS > C  S. 0:0(0) ack 1\nC > S  . 1:1(0) ack 1\n"
+    assert run(text, [[marked] + rest], []) == []
+    (m,) = run(text.replace("tos 0x10", "tos 0x0"), [[marked] + rest], [])
+    assert (m.field, m.expected_value, m.actual_value) == ("tos", "0x00", "0x10")
+    assert m.actual == "C > S  S 0:0(0) tos 0x10"  # shown as the expected line names it, no window
+    assert run(text.replace(" tos 0x10", ""), [[marked] + rest], []) == []  # not named: not compared

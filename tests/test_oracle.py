@@ -116,3 +116,38 @@ def test_oracle_covers_the_encapsulated_and_loopback_captures(name):
     assert path in CAPTURES and theirs(path)
     missing = set(theirs(path)) - set(ours(path))
     assert len(missing) == (30 if "doubled" in name else 0)
+
+
+def _tshark_tos(path: Path) -> dict:
+    """frame -> the TOS byte / traffic class of the first IP header of its TCP frames, as tshark reads it."""
+    argv = ["tshark", "-r", str(path), "-Y", "tcp", "-T", "fields", "-E", "occurrence=f", "-e", "frame.number",
+            "-e", "ip.dsfield", "-e", "ipv6.tclass"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+    return {int(n): int(v4 or v6, 16) for n, v4, v6 in (row.split("\t") for row in out.splitlines()) if v4 or v6}
+
+
+def _decoded_tos(path: Path) -> dict:
+    from verifier.errors import CaptureError
+    from verifier.wire.capture import read_frames
+    from verifier.wire.decode import decode
+
+    out = {}
+    with open(path, "rb") as f:
+        with contextlib.suppress(CaptureError):
+            for frame in read_frames(f):
+                seg = decode(frame)
+                if seg is not None:
+                    out[frame.index] = seg.tos
+    return out
+
+
+def test_tos_equals_tsharks_on_every_capture():
+    # the IPv4 TOS byte / IPv6 traffic class (show -v's `tos 0x..`, what setTypeOfService sets)
+    compared = nonzero = 0
+    for path in CAPTURES:
+        mine, reference = _decoded_tos(path), _tshark_tos(path)
+        common = sorted(set(mine) & set(reference))
+        assert [mine[f] for f in common] == [reference[f] for f in common], path
+        compared += len(common)
+        nonzero += sum(1 for f in common if mine[f])
+    assert compared > 1000 and nonzero > 0

@@ -84,3 +84,11 @@ def test_analysis_labels_print_in_brackets_and_parse_back():
     with pytest.raises(NotationError, match="unknown TCP analysis label 'keepalive'") as e:
         parse_segment("C > S  . 2:2(0) ack 1 [keepalive]")
     assert e.value.column == 24
+
+
+def test_tos_prints_in_hex_where_not_zero_and_parses_back():
+    line = SegmentLine("C", 0x18, 1, 4, 1, win=64, tos=0x10)
+    assert line.text() == "C > S  P. 1:5(4) ack 1 win 64 tos 0x10"
+    assert parse_segment(line.text()) == line
+    assert SegmentLine("C", 0x18, 1, 4, 1, win=64, tos=0).text() == "C > S  P. 1:5(4) ack 1 win 64"
+    assert parse_segment("C > S  P. 1:5(4) ack 1 tos 0x0").tos == 0 and parse_segment("C > S  P. 1:5(4) ack 1").tos is None

@@ -40,7 +40,7 @@ def expectation_text(result, family: str) -> str:
         f"{family}:",
     ]
     # windows and options are not behaviour: left out, as in transcripts
-    segments = [replace(line, win=None, options=None) for conn in segment_lines(result.connections) for line in conn]
+    segments = [replace(line, win=None, tos=None, options=None) for conn in segment_lines(result.connections) for line in conn]
     segments.sort(key=lambda line: line.t)
     lines += [line.text(with_time=False, with_connection=True) for line in segments]
     if not segments:

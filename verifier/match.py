@@ -66,9 +66,12 @@ class _Matcher:
         """An actual segment as the notation prints it (with @N when there are several connections),
         its window and options only where the expected line `like` names them."""
         keep_win = like is not None and like.win is not None
+        keep_tos = like is not None and like.tos is not None
         keep_options = like is not None and like.options is not None
-        if (seg.win is not None and not keep_win) or (seg.options is not None and not keep_options):
-            seg = replace(seg, win=seg.win if keep_win else None, options=seg.options if keep_options else None)
+        if (seg.win is not None and not keep_win) or (seg.tos is not None and not keep_tos) or (
+                seg.options is not None and not keep_options):
+            seg = replace(seg, win=seg.win if keep_win else None, tos=seg.tos if keep_tos else None,
+                          options=seg.options if keep_options else None)
         return seg.text(with_time=False, with_connection=len(self.connections) > 1)
 
     def fail(self, state: _State, mismatch: Mismatch) -> None:
@@ -243,6 +246,8 @@ def segment_difference(want: SegmentLine, got: SegmentLine):
         return ("ack", str(want.ack), str(got.ack))
     if want.win is not None and want.win != got.win:
         return ("win", str(want.win), str(got.win))
+    if want.tos is not None and want.tos != (got.tos or 0):
+        return ("tos", f"0x{want.tos:02x}", f"0x{got.tos or 0:02x}")
     if want.options is not None and want.options != (got.options or ""):
         return ("options", want.options or "(none)", got.options or "(none)")
     if want.analysis is not None:

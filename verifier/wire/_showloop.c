@@ -40,6 +40,7 @@ typedef struct {
     long ip_id; /* -1: None (IPv6, or decode gave None) */
     int flags;
     int labels; /* TCP analysis labels: analysis.py's TCP_A_* bits */
+    int tos; /* the IP TOS / traffic class byte */
     char side; /* 'C' or 'S' */
     unsigned char opt_len; /* raw options (the fast path) when opt_obj is NULL */
     unsigned char opt[MAX_OPTIONS];
@@ -361,7 +362,7 @@ static PyObject *endpoint_tuple(const unsigned char *addr, int alen, unsigned po
 }
 
 /* (index, client, server, segs, base_c, base_s, syn_c, syn_s, client_isn, fin_c, fin_s, acked_c,
- * acked_s, rst, duplicates, moved): show._Conn's fields, segs as its 14-tuples */
+ * acked_s, rst, duplicates, moved): show._Conn's fields, segs as its 15-tuples */
 static PyObject *conn_tuple(const Conn *c) {
     const Key *k = &c->key;
     PyObject *src = endpoint_tuple(k->src, k->alen, k->sport), *dst = endpoint_tuple(k->dst, k->alen, k->dport);
@@ -372,9 +373,9 @@ static PyObject *conn_tuple(const Conn *c) {
         PyObject *options = options_object(s);
         if (!options) goto done;
         PyObject *ip_id = s->ip_id < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(s->ip_id);
-        PyObject *r = ip_id ? Py_BuildValue("(sIIiLdLlIINNOi)", s->side == 'C' ? "C" : "S", s->rseq, s->rack, s->flags,
+        PyObject *r = ip_id ? Py_BuildValue("(sIIiLdLlIINNOii)", s->side == 'C' ? "C" : "S", s->rseq, s->rack, s->flags,
                                             s->length, s->t, s->frame, s->win, s->seq, s->ack, ip_id, options,
-                                            s->comment, s->labels)
+                                            s->comment, s->labels, s->tos)
                             : NULL;
         if (!r) {
             if (!ip_id) Py_DECREF(options);
@@ -510,6 +511,15 @@ static int out_json(Loop *self, const Conn *c, PyObject *facts) {
     return OUT_LIT(self, "]}");
 }
 
+/* -v's ` tos 0x10` (SegmentLine.text: only where it is not 0) */
+static int out_tos(Loop *self, int tos) {
+    static const char hex[] = "0123456789abcdef";
+    char text[10] = " tos 0x";
+    if (!tos) return 0;
+    text[7] = hex[(tos >> 4) & 15], text[8] = hex[tos & 15];
+    return out_bytes(self, text, 9);
+}
+
 /* -v's ` <mss 65495,sackOK,...>`: hooks.options_text(options), nothing when that is empty */
 static int out_options(Loop *self, const Seg *s) {
     if (!s->opt_obj && !s->opt_len) return 0;
@@ -540,7 +550,8 @@ static int out_transcript(Loop *self, const Conn *c, PyObject *facts) {
             out_ll(self, (long long)s->rseq + s->length) < 0 || OUT_LIT(self, "(") < 0 || out_ll(self, s->length) < 0 ||
             OUT_LIT(self, ")") < 0 || ((s->flags & ACK) && (OUT_LIT(self, " ack ") < 0 || out_ll(self, s->rack) < 0)))
             return -1;
-        if (self->verbose && (OUT_LIT(self, " win ") < 0 || out_ll(self, s->win) < 0 || out_options(self, s) < 0))
+        if (self->verbose && (OUT_LIT(self, " win ") < 0 || out_ll(self, s->win) < 0 || out_tos(self, s->tos) < 0 ||
+                              out_options(self, s) < 0))
             return -1;
         if (s->labels && (OUT_LIT(self, " [") < 0 || out_labels(self, s->labels, "", ", ") < 0 || OUT_LIT(self, "]") < 0))
             return -1;
@@ -572,6 +583,7 @@ typedef struct {
     long win;
     long long length;
     long ip_id;
+    int tos; /* the IP TOS / traffic class byte (Segment.tos) */
     int loopback; /* the link header is Linux lo's (Segment.loopback) */
     unsigned char opt_len;
     unsigned char opt[MAX_OPTIONS];
@@ -675,6 +687,7 @@ static int fast_decode(const unsigned char *b, Py_ssize_t n, long linktype, Pack
         memcpy(p->key.src, ip + 12, 4);
         memcpy(p->key.dst, ip + 16, 4);
         p->ip_id = be16(ip + 4);
+        p->tos = ip[1];
         return tcp_part(b, n, off + 20, total - 20, p);
     }
     if (version == 6) {
@@ -685,6 +698,7 @@ static int fast_decode(const unsigned char *b, Py_ssize_t n, long linktype, Pack
         memcpy(p->key.src, ip + 8, 16);
         memcpy(p->key.dst, ip + 24, 16);
         p->ip_id = -1;
+        p->tos = (ip[0] & 0x0F) << 4 | ip[1] >> 4; /* the traffic class */
         return tcp_part(b, n, off + 40, plen, p);
     }
     return 0;
@@ -698,7 +712,7 @@ static int as_u32(PyObject *o, uint32_t *out) {
 }
 
 /* hooks.decoded(record): None, or (src, sport, dst, dport, seq, ack, flags, win, length, options,
- * ip_id, loopback) with packed addresses; 1 decoded, 0 not TCP, -1 error */
+ * ip_id, loopback, tos) with packed addresses; 1 decoded, 0 not TCP, -1 error */
 static int slow_decode(Loop *self, PyObject *record, Packet *p) {
     PyObject *r = PyObject_CallOneArg(self->decoded, record);
     if (!r) return -1;
@@ -707,11 +721,12 @@ static int slow_decode(Loop *self, PyObject *record, Packet *p) {
         return 0;
     }
     PyObject *src, *dst, *sport, *dport, *seq, *ack, *flags, *win, *length, *options, *ip_id;
-    int loopback;
-    if (!PyArg_ParseTuple(r, "SOSOOOOOOOOp", &src, &sport, &dst, &dport, &seq, &ack, &flags, &win, &length, &options,
-                          &ip_id, &loopback))
+    int loopback, tos;
+    if (!PyArg_ParseTuple(r, "SOSOOOOOOOOpi", &src, &sport, &dst, &dport, &seq, &ack, &flags, &win, &length, &options,
+                          &ip_id, &loopback, &tos))
         goto fail;
     p->loopback = loopback;
+    p->tos = tos;
     Py_ssize_t alen = PyBytes_GET_SIZE(src);
     if ((alen != 4 && alen != 16) || PyBytes_GET_SIZE(dst) != alen) {
         PyErr_SetString(PyExc_ValueError, "decoded: addresses must be 4 or 16 packed bytes");
@@ -1195,6 +1210,7 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         s->ip_id = p->ip_id;
         s->flags = flags;
         s->labels = labels;
+        s->tos = p->tos;
         s->side = side;
         s->opt_len = p->opt_len;
         memcpy(s->opt, p->opt, p->opt_len);

@@ -38,8 +38,8 @@ from verifier.wire.model import Frame, Segment
 _U16 = struct.Struct("!H")
 _U32_LE = struct.Struct("<I")
 _U32_BE = struct.Struct("!I")
-_IPV4 = struct.Struct("!BxHHHxBxx4s4s")  # ver/ihl, total length, id, flags/fragment, protocol, src, dst
-_IPV6 = struct.Struct("!BxxxHBx16s16s")  # version, payload length, next header, src, dst
+_IPV4 = struct.Struct("!BBHHHxBxx4s4s")  # ver/ihl, TOS, total length, id, flags/fragment, protocol, src, dst
+_IPV6 = struct.Struct("!BBxxHBx16s16s")  # version (and traffic class), payload length, next header, src, dst
 _TCP = struct.Struct("!HHIIBBH")  # sport, dport, seq, ack, data offset, flags, window
 _TS = struct.Struct("!II")
 
@@ -192,7 +192,7 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
     if version == 4:
         if n < off + 20:
             return None
-        vihl, total, ip_id, frag, proto, src, dst = _IPV4.unpack_from(data, off)
+        vihl, tos, total, ip_id, frag, proto, src, dst = _IPV4.unpack_from(data, off)
         ihl = (vihl & 0x0F) * 4
         if vihl >> 4 != 4 or ihl < 20 or proto != 6 or frag & 0x1FFF:
             return None  # not IPv4, bad header length, not TCP, or not the first fragment
@@ -207,9 +207,10 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
     elif version == 6:
         if n < off + 40:
             return None
-        vtc, plen, nh, src, dst = _IPV6.unpack_from(data, off)
+        vtc, tc2, plen, nh, src, dst = _IPV6.unpack_from(data, off)
         if vtc >> 4 != 6:
             return None
+        tos = (vtc & 0x0F) << 4 | tc2 >> 4  # the traffic class
         p = off + 40
         ext = 0  # bytes of extension headers
         while nh != 6:
@@ -261,7 +262,7 @@ def decode(frame: Frame, skipped: dict | None = None) -> Segment | None:
     dst_text = _addr_cache.get(dst) or _addr(dst)
     return Segment(
         frame.index, frame.t, family, src_text, sport, dst_text, dport, seq, ack, flags, win,
-        ip_payload - thl, options, ip_id, frame.comment, loopback,
+        ip_payload - thl, options, ip_id, frame.comment, loopback, tos=tos,
     )
 
 
@@ -302,32 +303,34 @@ def _options(data: bytes, i: int, end: int) -> tuple:
 # Ethernet + IPv4 (no IP options) or IPv6 (no extension headers) + TCP with no options or the usual
 # NOP NOP TS (other options parsed in place), one struct call each; anything else goes through
 # `decode`. The same Segments as `decode` (bench/check_fast_paths.py compares them on every capture).
-_ETH_IPV4_TCP = struct.Struct("!12xHBxHHHxBxx4s4sHHIIBBH")  # ethertype, IPv4 (as _IPV4), TCP (as _TCP)
-_ETH_IPV6_TCP = struct.Struct("!12xHBxxxHBx16s16sHHIIBBH")  # ethertype, IPv6 (as _IPV6), TCP (as _TCP)
+_ETH_IPV4_TCP = struct.Struct("!12xHBBHHHxBxx4s4sHHIIBBH")  # ethertype, IPv4 (as _IPV4), TCP (as _TCP)
+_ETH_IPV6_TCP = struct.Struct("!12xHBBxxHBx16s16sHHIIBBH")  # ethertype, IPv6 (as _IPV6), TCP (as _TCP)
 _NOP_NOP_TS = b"\x01\x01\x08\x0a"
 
 
 def ethernet_tcp(buf: bytes, start: int, end: int) -> tuple | None:
     """The fast path's fields of the Ethernet frame `buf[start:end]` when it is IPv4 without options
     or IPv6 without extension headers, then TCP with all its options captured: (family, src, sport,
-    dst, dport, seq, ack, flags, win, payload_len, ip_id, options_start, options_end), addresses
+    dst, dport, seq, ack, flags, win, payload_len, ip_id, options_start, options_end, tos), addresses
     packed, the options being `buf[options_start:options_end]`; None for anything else (`decode` it)."""
     if end - start < 54:
         return None
     b = buf[start + 12]
     if b == 0x08:
-        et, vihl, total, ip_id, frag, proto, src, dst, sport, dport, seq, ack, doff, flags, win = _ETH_IPV4_TCP.unpack_from(
-            buf, start)
+        et, vihl, tos, total, ip_id, frag, proto, src, dst, sport, dport, seq, ack, doff, flags, win = (
+            _ETH_IPV4_TCP.unpack_from(buf, start))
         if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x1FFF and total >= 40:
             thl = (doff >> 4) << 2
             if thl == 20 or (thl > 20 and total - 20 >= thl and end - start >= 34 + thl):
-                return 4, src, sport, dst, dport, seq, ack, flags, win, total - 20 - thl, ip_id, start + 54, start + 34 + thl
+                return (4, src, sport, dst, dport, seq, ack, flags, win, total - 20 - thl, ip_id, start + 54, start + 34 + thl,
+                        tos)
     elif b == 0x86 and end - start >= 74:
-        et, vtc, plen, nh, src, dst, sport, dport, seq, ack, doff, flags, win = _ETH_IPV6_TCP.unpack_from(buf, start)
+        et, vtc, tc2, plen, nh, src, dst, sport, dport, seq, ack, doff, flags, win = _ETH_IPV6_TCP.unpack_from(buf, start)
         if et == 0x86DD and vtc >> 4 == 6 and nh == 6 and plen >= 20:
             thl = (doff >> 4) << 2
             if thl == 20 or (thl > 20 and plen >= thl and end - start >= 54 + thl):
-                return 6, src, sport, dst, dport, seq, ack, flags, win, plen - thl, None, start + 74, start + 54 + thl
+                return (6, src, sport, dst, dport, seq, ack, flags, win, plen - thl, None, start + 74, start + 54 + thl,
+                        (vtc & 0x0F) << 4 | tc2 >> 4)
     return None
 
 
@@ -346,7 +349,7 @@ def segments(records, skipped: dict | None = None) -> Iterator[Segment | None]:
         if f is None:
             yield decode(Frame(index, t, lt, buf[start:end], orig, comment, iface, section), skipped)
             continue
-        family, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1 = f
+        family, src, sport, dst, dport, seq, ack, flags, win, length, ip_id, o0, o1, tos = f
         if o0 == o1:
             options = ()
         elif o1 - o0 == 12 and buf[o0 : o0 + 4] == nop_nop_ts:  # the usual case
@@ -354,4 +357,4 @@ def segments(records, skipped: dict | None = None) -> Iterator[Segment | None]:
         else:
             options = _options(buf, o0, o1)
         yield seg_new(index, t, family, cache_get(src) or _addr(src), sport, cache_get(dst) or _addr(dst), dport,
-                      seq, ack, flags, win, length, options, ip_id, comment, buf[start : start + 12] == zero_macs)
+                      seq, ack, flags, win, length, options, ip_id, comment, buf[start : start + 12] == zero_macs, (), tos)

@@ -45,6 +45,7 @@ class Segment:
     comment: str | None = None
     loopback: bool = False  # the link header is Linux lo's (where a sniffer may see each packet twice)
     analysis: tuple = ()  # Wireshark's TCP analysis labels (wire.analysis), set as the capture is read
+    tos: int = 0  # the IPv4 TOS byte or the IPv6 traffic class (DSCP and ECN)
 
 
 @dataclass(slots=True)

@@ -106,6 +106,7 @@ def segment_line(rel: RelSegment, t0: float | None = None, connection: int | Non
         connection=connection,
         t=None if t0 is None else seg.t - t0,
         win=seg.win if verbose else None,
+        tos=seg.tos if verbose else None,
         options=(options_text(seg.options) or None) if verbose else None,
         analysis=seg.analysis,
     )
@@ -224,7 +225,7 @@ class _Conn:
         self.server = server
         self.caddr, self.cport = client
         # per segment: (side, rel seq, rel ack, flags, len, t, frame, win, seq, ack, ip_id, options,
-        # comment, analysis bits)
+        # comment, analysis bits, tos)
         self.segs = []
         self.keys = keys
         # per side, [client, server]: the base of its relative numbers, whether that is its SYN's,
@@ -259,13 +260,13 @@ def _connection(c: _Conn) -> Connection:
     conn = Connection(c.index, client, server)
     family = 6 if ":" in caddr else 4
     out = conn.segments
-    for side, rseq, rack, flags, length, t, index, win, seq, ack, ip_id, options, comment, bits in c.segs:
+    for side, rseq, rack, flags, length, t, index, win, seq, ack, ip_id, options, comment, bits, tos in c.segs:
         if side == "C":
             seg = Segment(index, t, family, caddr, cport, saddr, sport, seq, ack, flags, win, length,
-                          _parsed_options(options), ip_id, comment, analysis=label_names(bits))
+                          _parsed_options(options), ip_id, comment, analysis=label_names(bits), tos=tos)
         else:
             seg = Segment(index, t, family, saddr, sport, caddr, cport, seq, ack, flags, win, length,
-                          _parsed_options(options), ip_id, comment, analysis=label_names(bits))
+                          _parsed_options(options), ip_id, comment, analysis=label_names(bits), tos=tos)
         out.append(RelSegment(side, rseq, rack, seg))
     conn.duplicates = c.duplicates
     conn._base = {k: v for k, v in zip("CS", c.base) if v is not None}
@@ -308,7 +309,7 @@ def _decoded(r: tuple, skipped: dict | None = None) -> tuple | None:
     if seg is None:
         return None
     return (_packed(seg.src), seg.sport, _packed(seg.dst), seg.dport, seg.seq, seg.ack, seg.flags, seg.win,
-            seg.payload_len, seg.options, seg.ip_id, seg.loopback)
+            seg.payload_len, seg.options, seg.ip_id, seg.loopback, seg.tos)
 
 
 def _conn_of(state: tuple) -> _Conn:

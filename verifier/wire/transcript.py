@@ -50,6 +50,7 @@ class SegmentLine:
     t: float | None = None
     win: int | None = None
     options: str | None = None
+    tos: int | None = None  # the IP TOS / traffic class byte (`-v`, where not 0)
     # Wireshark's TCP analysis labels (wire.analysis); in an expectation, None: not looked at,
     # a tuple: labels the segment must have (at least these)
     analysis: tuple[str, ...] | None = None
@@ -72,6 +73,8 @@ class SegmentLine:
             body += f" ack {field(self.ack)}"
         if self.win is not None:
             body += f" win {self.win}"
+        if self.tos:
+            body += f" tos 0x{self.tos:02x}"
         if self.options:
             body += f" <{self.options}>"
         if self.analysis:
@@ -152,6 +155,7 @@ SEGMENT_RE = re.compile(
     + r"(?P<seq>\d+|\*):(?P<end>\d+|\*)\((?P<len>\d+|\*)\)"
     + r"(?:\s+ack\s+(?P<ack>\d+|\*))?"
     + r"(?:\s+win\s+(?P<win>\d+))?"
+    + r"(?:\s+tos\s+(?P<tos>0x[0-9a-fA-F]{1,2}|\d+))?"
     + r"(?:\s+<(?P<options>[^>]*)>)?"
     + r"(?:\s+\[(?P<analysis>[^\]]*)\])?"
     + r"\s*$"
@@ -215,6 +219,7 @@ def parse_segment(text: str) -> SegmentLine:
         connection=int(m["conn"]) if m["conn"] else None,
         t=None if t in (None, "*") else float(t),
         win=int(m["win"]) if m["win"] else None,
+        tos=None if m["tos"] is None else int(m["tos"], 0),
         options=m["options"],
         analysis=None if m["analysis"] is None else parse_analysis(m["analysis"], m.start("analysis") + 1),
     )
