@@ -111,7 +111,7 @@ def parse_request(line: bytes | str, default_port: int) -> Fault | None:
     return Fault(kind, port, direction, address, ms, every)
 
 
-def _match_expressions(fault: Fault) -> list[str]:
+def match_expressions(fault: Fault) -> list[str]:
     """nft match expressions for the fault's packets, one per direction it covers."""
     out = []
     family = None if fault.address is None else ("ip6" if ":" in fault.address else "ip")
@@ -127,7 +127,7 @@ def nft_rules(fault: Fault) -> list[str]:
     """The nft rules (for the input chain of table inet verifier_fault) of a blackhole, reset or drop."""
     action = {"blackhole": "drop", "reset": "reject with tcp reset", "drop": "drop"}[fault.kind]
     sample = f"numgen inc mod {fault.every} {fault.every - 1} " if fault.every > 1 else ""
-    return [f"{match} {sample}{action}" for match in _match_expressions(fault)]
+    return [f"{match} {sample}{action}" for match in match_expressions(fault)]
 
 
 def nft_table(rules: list[str]) -> str:

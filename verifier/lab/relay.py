@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from verifier.lab.fault import Fault
+from verifier.lab.fault import Fault, match_expressions
 from verifier.lab.netns import Namespace, _bring_up
 
 # How it works. A `netdev` table on lo's egress hook (which runs before the packet taps, so no
@@ -143,14 +143,7 @@ class Schedule:
 
 def nft_relay_table(rules: Sequence[Fault], device: str = TAP_NAME) -> str:
     """The netdev table that hands the rules' packets from lo's egress to the TAP device."""
-    lines = []
-    for rule in rules:
-        family = None if rule.address is None else ("ip6" if ":" in rule.address else "ip")
-        for direction, port_key, addr_key in (("to", "dport", "daddr"), ("from", "sport", "saddr")):
-            if rule.direction not in (direction, "both"):
-                continue
-            address = f"{family} {addr_key} {rule.address} " if family else ""
-            lines.append(f"meta mark != {RELAY_MARK:#x} {address}tcp {port_key} {rule.port} fwd to \"{device}\"")
+    lines = [f"meta mark != {RELAY_MARK:#x} {match} fwd to \"{device}\"" for rule in rules for match in match_expressions(rule)]
     body = "".join(f"    {l}\n" for l in lines)
     return (f"table netdev {NFT_TABLE}\ndelete table netdev {NFT_TABLE}\n"
             f"table netdev {NFT_TABLE} {{\n  chain egress {{\n"
