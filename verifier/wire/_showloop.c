@@ -88,7 +88,8 @@ typedef struct {
     long long lo_segments, lo_copies; /* connections.Doubling's counts */
     ATable conns; /* open_by_key: both directions' 4-tuples -> Conn */
     Conn *head, *tail;
-    long long count, packets, tcp, duplicates;
+    long long count, packets, tcp, duplicates, cut_short; /* cut_short: handed on unfinished (max_waiting) */
+    Py_ssize_t npending, max_waiting; /* connections waiting to be handed on; past max_waiting the head goes */
     int draining, ended;
     int transcript; /* texts as connection_text, not connection_json */
     int verbose; /* connection_text's verbose: window and options too */
@@ -1164,6 +1165,7 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         if (!self->head) self->head = c;
         else self->tail->next = c;
         self->tail = c;
+        self->npending++;
     }
     /* the side: whether the packet comes from the client */
     const Key *k = &c->key;
@@ -1240,7 +1242,7 @@ static int track(Loop *self, Packet *p, double t, long long frame, PyObject *com
         if ((flags & ACK) && peer->has_fin && (uint32_t)(p->ack - peer->fin) < HALF) peer->acked = 1;
     }
     if (c == self->head && !duplicate && is_finished(c)) self->ready = c->segs[c->nsegs - 1].t + self->half_linger;
-    if (t >= self->ready) {
+    if (t >= self->ready || self->npending > self->max_waiting) {
         self->draining = 1;
         self->now = t;
     }
@@ -1255,6 +1257,7 @@ fail:
 /* the connection at the head handed on: its text (new reference); the connection is freed */
 static PyObject *pop_head(Loop *self, int forget) {
     Conn *c = self->head;
+    self->npending--;
     self->head = c->next;
     if (!self->head) self->tail = NULL;
     if (forget) {
@@ -1277,6 +1280,10 @@ static PyObject *Loop_next(Loop *self) {
         if (self->draining) {
             Conn *h = self->head;
             if (h && is_finished(h) && !(self->now - h->segs[h->nsegs - 1].t < self->linger)) return pop_head(self, 1);
+            if (h && self->npending > self->max_waiting) { /* track()'s max_waiting: the head goes as it is */
+                self->cut_short += !is_finished(h);
+                return pop_head(self, 1);
+            }
             self->draining = 0;
             self->ready = h && is_finished(h) ? h->segs[h->nsegs - 1].t + self->half_linger : INFINITY;
         }
@@ -1341,7 +1348,7 @@ static PyObject *Loop_next(Loop *self) {
 
 static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"records", "linger", "window", "lookback", "shape_max", "memo_max", "hooks", "transcript",
-                         "verbose", "slack", "server_ports", "untimed_span", "analysis", NULL};
+                         "verbose", "slack", "server_ports", "untimed_span", "analysis", "max_waiting", NULL};
     PyObject *records, *hooks;
     if (self->records) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is initialised once");
@@ -1352,11 +1359,12 @@ static int Loop_init(Loop *self, PyObject *args, PyObject *kwds) {
     /* analysis.py's FORGET_AFTER, CLOSED_FORGET_AFTER, BASES_MAX, MAX_UNACKED, FAST_RETRANSMISSION_NS, OUT_OF_ORDER_NS */
     self->forget_after = 30.0, self->closed_after = 2.0, self->bases_max = 1 << 15, self->max_unacked = 10000;
     self->fast_rtx_ns = 20000000, self->ooo_ns = 3000000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d(ddnnLL)", kw, &records, &self->linger, &self->window,
+    self->max_waiting = 10000; /* connections.MAX_WAITING */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OddnnnO|$ppny*d(ddnnLL)n", kw, &records, &self->linger, &self->window,
                                      &self->lookback, &self->shape_max, &self->memo_max, &hooks, &self->transcript,
                                      &self->verbose, &self->slack, &self->server_ports, &self->untimed_span,
                                      &self->forget_after, &self->closed_after, &self->bases_max, &self->max_unacked,
-                                     &self->fast_rtx_ns, &self->ooo_ns))
+                                     &self->fast_rtx_ns, &self->ooo_ns, &self->max_waiting))
         return -1;
     if (!(self->records = PyObject_GetIter(records))) return -1;
     struct { PyObject **slot; const char *name; } names[] = {
@@ -1399,12 +1407,12 @@ static void Loop_dealloc(Loop *self) {
 }
 
 static PyObject *Loop_counts(Loop *self, PyObject *Py_UNUSED(ignored)) {
-    return Py_BuildValue("(LLL)", self->packets, self->tcp, self->duplicates);
+    return Py_BuildValue("(LLLL)", self->packets, self->tcp, self->duplicates, self->cut_short);
 }
 
 static PyMethodDef Loop_methods[] = {
     {"counts", (PyCFunction)Loop_counts, METH_NOARGS,
-     "(packets, tcp packets, duplicates of the connections handed on so far)"},
+     "(packets, tcp packets, duplicates of the connections handed on so far, connections handed on unfinished)"},
     {NULL},
 };
 

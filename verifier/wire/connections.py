@@ -63,6 +63,10 @@ def doubled(segments: int, copies: int) -> bool:
 # capture time has moved this far past its last packet: late retransmissions, final ACKs or a
 # SYN retried after a RST still land in it, and memory stays bounded on long captures.
 LINGER = 2.0
+# Connections are handed on in first-packet order: one that never finishes would hold every later
+# one back, in memory, on a stream that never ends. Past this many waiting, the head is handed on
+# unfinished (a later packet of its 4-tuple starts a new connection), and the reading warns.
+MAX_WAITING = 10_000
 
 
 class RelSegment(tuple):
@@ -128,6 +132,7 @@ class Connection:
     server: tuple[str, int]
     segments: list[RelSegment] = field(default_factory=list)
     duplicates: int = 0  # loopback duplicate copies removed
+    cut_short: bool = False  # handed on unfinished: too many connections were waiting behind it (MAX_WAITING)
     # sequence bookkeeping (raw numbers)
     _base: dict = field(default_factory=dict)  # side -> base seq (relative 0)
     _base_from_syn: set = field(default_factory=set)
@@ -233,13 +238,15 @@ def _roles(seg: Segment) -> tuple[tuple[str, int], tuple[str, int]]:
     return src, dst
 
 
-def track(segments: Iterable[Segment], linger: float = LINGER) -> Iterator[Connection]:
+def track(segments: Iterable[Segment], linger: float = LINGER, max_waiting: int | None = None) -> Iterator[Connection]:
     """Group segments into connections, yielded in order of their first packet.
 
     Identical copies are removed where the capture proves Linux lo's doubling (Doubling).
     Streaming: a connection is yielded once it and every connection that started before it
-    are finished and `linger` seconds of capture time have passed, or at the end of input.
+    are finished and `linger` seconds of capture time have passed, or at the end of input; or
+    unfinished (`cut_short`) when more than `max_waiting` (MAX_WAITING) connections wait behind it.
     """
+    max_waiting = MAX_WAITING if max_waiting is None else max_waiting
     # each open connection under both directions of its 4-tuple: one lookup, no sorting
     open_by_key: dict[tuple, Connection] = {}
     pending: deque[Connection] = deque()
@@ -260,7 +267,9 @@ def track(segments: Iterable[Segment], linger: float = LINGER) -> Iterator[Conne
         while pending:
             head = pending[0]
             if not (head._rst or len(head._fin_acked) == 2) or seg.t - head.segments[-1][3].t < linger:
-                break
+                if len(pending) <= max_waiting:
+                    break
+                head.cut_short = not (head._rst or len(head._fin_acked) == 2)
             pending.popleft()
             first = head.segments[0][3]
             for k in ((first.src, first.sport, first.dst, first.dport), (first.dst, first.dport, first.src, first.sport)):

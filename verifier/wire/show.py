@@ -10,6 +10,7 @@ from typing import BinaryIO, Iterator
 
 from . import capture, decode
 from .classify import summary
+from . import connections
 from .connections import (DOUBLING_SLACK, DOUBLING_WHY, DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Connection,
                           RelSegment, doubled, track)
 from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
@@ -31,6 +32,7 @@ class CaptureStats:
     tcp: int = 0
     other: int = 0  # packets that are not TCP (counted, not errors)
     duplicates: int = 0  # loopback duplicate copies removed
+    cut_short: int = 0  # connections handed on unfinished (connections.MAX_WAITING)
     skipped: dict = field(default_factory=dict)  # frames skipped with a warning: reason -> [count, first frame]
 
 
@@ -62,8 +64,9 @@ class CaptureReading:
             stats.other += packets - tcp
 
     def connections(self) -> Iterator[Connection]:
-        for conn in track(self.segments()):
+        for conn in track(self.segments(), max_waiting=connections.MAX_WAITING):
             self.stats.duplicates += conn.duplicates
+            self.stats.cut_short += conn.cut_short
             yield conn
 
     def connections_json(self, linger: float = LINGER) -> Iterator[str]:
@@ -85,6 +88,10 @@ class CaptureReading:
         out = list(self.info.warnings)
         if self.stats.duplicates:
             out.append(f"removed {self.stats.duplicates} duplicate copies of segments, because {DOUBLING_WHY}")
+        if self.stats.cut_short:
+            out.append(f"{self.stats.cut_short} connection{'s' if self.stats.cut_short > 1 else ''} handed on unfinished: "
+                       f"more than {connections.MAX_WAITING} later connections were waiting behind "
+                       f"{'each' if self.stats.cut_short > 1 else 'it'} (a later packet of its 4-tuple starts a new connection)")
         for reason, (count, first) in self.stats.skipped.items():
             out.append(f"skipped {count} frame{'s' if count > 1 else ''} with {reason} (the first: frame {first})")
         return out
@@ -358,13 +365,15 @@ def _compiled_texts(reading: CaptureReading, linger: float, hooks: type[_Hooks])
                           verbose=hooks.verbose, slack=DOUBLING_SLACK,
                           server_ports=LIKELY_SERVER_PORT_BITS, untimed_span=UNTIMED_SPAN,
                           analysis=(analysis.FORGET_AFTER, analysis.CLOSED_FORGET_AFTER, analysis.BASES_MAX, analysis.MAX_UNACKED,
-                                    analysis.FAST_RETRANSMISSION_NS, analysis.OUT_OF_ORDER_NS))
+                                    analysis.FAST_RETRANSMISSION_NS, analysis.OUT_OF_ORDER_NS),
+                          max_waiting=connections.MAX_WAITING)
     try:
         yield from loop
     finally:  # as segments(): published however the reading ends
-        packets, tcp, duplicates = loop.counts()
+        packets, tcp, duplicates, cut_short = loop.counts()
         stats = reading.stats
         stats.packets += packets
         stats.tcp += tcp
         stats.other += packets - tcp
         stats.duplicates += duplicates
+        stats.cut_short += cut_short
