@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ pytestmark = pytest.mark.privileged  # chown, and setpriv to ask the kernel as a
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = (65534, 65534)
-
-
-@pytest.fixture
-def open_dir():
-    """A fresh folder right under /tmp, mode 0755: every folder on its way is searchable by all."""
-    path = Path(tempfile.mkdtemp(prefix="verifier-reach-test-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def copy_checkout(parent: Path) -> Path:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,15 +28,6 @@ def fake_runtime(folder: Path, name: str, version_output: str) -> Path:
     path.write_text(f"#!/bin/sh\nprintf '%s\\n' '{version_output}'\n")
     path.chmod(0o755)
     return path
-
-
-@pytest.fixture
-def open_dir():
-    """A fresh folder right under /tmp, mode 0755: every folder on its way is searchable by all."""
-    path = Path(tempfile.mkdtemp(prefix="verifier-rt-test-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # --- names and errors ------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def lanes(connections: list[Connection], events: list[EventLine]) -> Lanes:
     actors = list(dict.fromkeys(e.side for e in events))
     ends = {}
     for c in connections:
-        (caddr, cport), (saddr, sport) = c.client, c.server
+        (_, cport), (saddr, sport) = c.client, c.server
         client = next((e.side for e in events if e.name == "connect" and _arg(e, "localPort") == cport), None)
         if client is None:
             client = next((e.side for e in events if e.name == "connectionAttempt"

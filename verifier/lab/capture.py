@@ -6,7 +6,6 @@ import contextlib
 import functools
 import io
 import os
-import re
 import select
 import shutil
 import signal

@@ -366,10 +366,8 @@ def run_scenario(scenario: Scenario, expectation: Expectation | None, runtime: R
 
 def run_many(jobs: list[tuple[Scenario, Expectation | None, Runtime]], backend: str, parallel: int, keep_dir: Path,
              on_result=None) -> list[ScenarioResult]:
-    """Run (scenario, expectation, runtime) jobs, `parallel` at a time; results in job order."""
-    from .netns import unprivileged_user
-
-    check_readable(list({str(s.program): s for s, _, _ in jobs}.values()), unprivileged_user())  # before any runs
+    """Run (scenario, expectation, runtime) jobs, `parallel` at a time; results in job order.
+    The caller checks first that every program can run (check_readable), as cmd_run does."""
     stop = threading.Event()
     results: list[ScenarioResult | None] = [None] * len(jobs)
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="scenario") as pool:

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections import deque
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
 from . import capture, decode
 from .classify import summary
 from . import connections
-from .connections import (DOUBLING_SLACK, DOUBLING_WHY, DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, MOD, Connection,
-                          RelSegment, doubled, track)
-from .model import ACK, FIN, RST, SYN, CaptureInfo, Frame, Segment
+from .connections import (DOUBLING_SLACK, DOUBLING_WHY, DUPLICATE_LOOKBACK, DUPLICATE_WINDOW, LINGER, Connection,
+                          RelSegment, track)
+from .model import CaptureInfo, Frame, Segment
 from . import analysis
 from .analysis import Analyzer
 from .analysis import names as label_names
 from .transcript import SegmentLine, flags_text, options_text
-from .zeek import LIKELY_SERVER_PORT_BITS, UNTIMED_SPAN, port_class
+from .zeek import LIKELY_SERVER_PORT_BITS, UNTIMED_SPAN
 
 try:  # the same loop compiled (setup.py builds it when a C compiler is there; see _showloop.c)
     from . import _showloop
